@@ -1,0 +1,93 @@
+"""The one narrow interface every backend implements.
+
+Lifecycle, as in MMDeploy's backend manager: is it available here, which version, compile an
+ONNX model into payload files, load those files into a runner. The core never names a backend.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from ..artifact.manifest import Manifest
+    from ..targets import Target
+
+
+class CalibrationDataReader(Protocol):
+    """ONNX Runtime's interface, kept as small: feed dicts until None."""
+
+    def get_next(self) -> dict[str, np.ndarray] | None: ...
+
+
+@dataclass(frozen=True)
+class CompileSettings:
+    precision: str = "fp32"
+    dynamic_batch: bool = False
+    threads: int | None = None
+    input_name: str = "input"
+    input_shape: tuple[int | str, ...] = (1, 3, 224, 224)
+    calibration: CalibrationDataReader | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # backend-specific flags from the CLI
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    threads: int | None = None
+    device: str | None = None  # override the target's device, e.g. OpenVINO "GPU"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class Runner(Protocol):
+    """A loaded model: a float32 batch in the manifest's input layout -> output array."""
+
+    def run(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+class Backend(ABC):
+    name: ClassVar[str]
+    extra: ClassVar[str]  # the pip extra that installs this backend's runtime
+    precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+
+    @abstractmethod
+    def is_available(self) -> bool:
+        """True when this backend's runtime imports here."""
+
+    @abstractmethod
+    def version(self) -> str | None:
+        """Version of the runtime library, None when it is not installed."""
+
+    def compile_requirements(self, target: "Target") -> list[str]:
+        """What is missing on this host to compile for ``target`` (empty when ready)."""
+        return [] if self.is_available() else [f"pip install 'edgevision[{self.extra}]'"]
+
+    @abstractmethod
+    def compile(self, onnx_path: Path, target: "Target", settings: CompileSettings,
+                out_dir: Path) -> dict[str, Any]:
+        """Write payload files into ``out_dir``; return what ``load`` needs (stored in the manifest)."""
+
+    def can_run(self, target: "Target") -> tuple[bool, str]:
+        """Whether this host can execute artifacts for ``target``; the reason when not."""
+        import platform
+
+        if not self.is_available():
+            return False, f"{self.name} runtime not installed"
+        if target.arch != platform.machine():
+            return False, f"target is {target.arch}, this host is {platform.machine()}"
+        return True, ""
+
+    @abstractmethod
+    def load(self, payload_dir: Path, manifest: "Manifest", options: LoadOptions) -> Runner:
+        """Load payload files written by ``compile`` into a runner."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "available": self.is_available(), "version": self.version(),
+                "extra": self.extra, "precisions": list(self.precisions)}
+
+
+def iter_batches(batch: np.ndarray, size: int) -> Iterator[np.ndarray]:
+    for start in range(0, len(batch), size):
+        yield batch[start:start + size]

@@ -1,0 +1,74 @@
+"""ONNX Runtime: the portable backend. The payload is the ONNX model itself."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import BackendUnavailable
+from .base import Backend, CompileSettings, LoadOptions
+
+if TYPE_CHECKING:
+    from ..artifact.manifest import Manifest
+    from ..targets import Target
+
+MODEL_FILE = "model.onnx"
+
+
+class OnnxRuntimeRunner:
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.input_name = session.get_inputs()[0].name
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: batch})[0]
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+    extra = "onnxruntime"
+    precisions = ("fp32", "int8")
+
+    def is_available(self) -> bool:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    def version(self) -> str | None:
+        try:
+            import onnxruntime
+        except ImportError:
+            return None
+        return onnxruntime.__version__
+
+    def compile(self, onnx_path: Path, target: "Target", settings: CompileSettings,
+                out_dir: Path) -> dict[str, Any]:
+        # The graph is kept portable; ORT's own optimisations run at session creation on the device.
+        shutil.copyfile(onnx_path, out_dir / MODEL_FILE)
+        providers = list(target.options.get("providers", ["CPUExecutionProvider"]))
+        return {"model": MODEL_FILE, "providers": providers}
+
+    def load(self, payload_dir: Path, manifest: "Manifest", options: LoadOptions) -> OnnxRuntimeRunner:
+        try:
+            import onnxruntime as ort
+        except ImportError as err:
+            raise BackendUnavailable("this artifact needs ONNX Runtime, which is not installed",
+                                     f"pip install 'edgevision[{self.extra}]'") from err
+        sess_options = ort.SessionOptions()
+        threads = options.threads or manifest.target.threads
+        if threads:
+            sess_options.intra_op_num_threads = threads
+        sess_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        wanted = manifest.payload.get("providers", ["CPUExecutionProvider"])
+        present = set(ort.get_available_providers())
+        providers = [p for p in wanted if p in present] or ["CPUExecutionProvider"]
+        session = ort.InferenceSession(str(payload_dir / manifest.payload["model"]), sess_options,
+                                       providers=providers)
+        return OnnxRuntimeRunner(session)
+
+
+BACKEND = OnnxRuntimeBackend()

@@ -1,0 +1,100 @@
+"""OpenVINO for Intel CPU, GPU and NPU.
+
+Precision is always explicit: on CPUs with AMX/AVX-512 BF16 OpenVINO otherwise runs bf16
+silently, so the artifact records the inference precision hint and the loader applies it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import BackendUnavailable, EdgevisionError
+from .base import Backend, CompileSettings, LoadOptions
+
+if TYPE_CHECKING:
+    from ..artifact.manifest import Manifest
+    from ..targets import Target
+
+XML_FILE = "model.xml"
+PRECISION_HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "f32"}
+
+
+class OpenVinoRunner:
+    def __init__(self, compiled: Any) -> None:
+        self.compiled = compiled
+        self.request = compiled.create_infer_request()
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        self.request.infer({0: batch})
+        return self.request.get_output_tensor(0).data.copy()
+
+
+class OpenVinoBackend(Backend):
+    name = "openvino"
+    extra = "openvino"
+    precisions = ("fp32", "fp16", "bf16", "int8")
+
+    def is_available(self) -> bool:
+        try:
+            import openvino  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    def version(self) -> str | None:
+        try:
+            import openvino
+        except ImportError:
+            return None
+        return openvino.get_version()
+
+    def compile(self, onnx_path: Path, target: "Target", settings: CompileSettings,
+                out_dir: Path) -> dict[str, Any]:
+        import openvino as ov
+
+        model = ov.Core().read_model(str(onnx_path))
+        if target.static_shapes and settings.dynamic_batch:
+            raise EdgevisionError(f"target {target.name} ({target.device}) needs static shapes",
+                                  "compile without --dynamic-batch")
+        # fp16 weights only when fp16 is what the device will run; otherwise keep them exact.
+        ov.save_model(model, str(out_dir / XML_FILE), compress_to_fp16=settings.precision == "fp16")
+        config = {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[settings.precision],
+                  "PERFORMANCE_HINT": target.options.get("performance_hint", "LATENCY")}
+        threads = settings.threads or target.threads
+        if threads and target.device == "CPU":
+            config["INFERENCE_NUM_THREADS"] = str(threads)
+        return {"model": XML_FILE, "device": target.device, "config": config}
+
+    def can_run(self, target: "Target") -> tuple[bool, str]:
+        ok, why = super().can_run(target)
+        if not ok:
+            return ok, why
+        import openvino as ov
+
+        devices = ov.Core().available_devices
+        if target.device.split(".")[0] not in devices:
+            return False, f"OpenVINO device {target.device} not present (have {', '.join(devices)})"
+        return True, ""
+
+    def load(self, payload_dir: Path, manifest: "Manifest", options: LoadOptions) -> OpenVinoRunner:
+        try:
+            import openvino as ov
+        except ImportError as err:
+            raise BackendUnavailable("this artifact needs OpenVINO, which is not installed",
+                                     f"pip install 'edgevision[{self.extra}]'") from err
+        core = ov.Core()
+        device = options.device or manifest.payload["device"]
+        config = dict(manifest.payload.get("config", {}))
+        if options.threads and device == "CPU":
+            config["INFERENCE_NUM_THREADS"] = str(options.threads)
+        if device.split(".")[0] not in core.available_devices:
+            raise BackendUnavailable(f"OpenVINO device {device} is not present here "
+                                     f"(available: {', '.join(core.available_devices)})",
+                                     "install the device driver or load with device='CPU'")
+        model = core.read_model(str(payload_dir / manifest.payload["model"]))
+        return OpenVinoRunner(core.compile_model(model, device, config))
+
+
+BACKEND = OpenVinoBackend()

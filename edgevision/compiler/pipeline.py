@@ -1,0 +1,210 @@
+"""compile = load source -> export ONNX -> backend compile -> accuracy gate -> one artifact file."""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import platform
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .. import __version__
+from ..artifact import Manifest, TensorSpec, write_artifact
+from ..artifact.manifest import AccuracyReport
+from ..backends import CompileSettings, LoadOptions, get_backend
+from ..errors import BackendUnavailable, EdgevisionError, InputError
+from ..targets import Target, get_target
+from . import gate
+from .export import INPUT_NAME, OUTPUT_NAME, export_onnx
+from .sources import load_source
+from .spec import ModelSpec
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str], None]
+
+
+@dataclass
+class CompileRequest:
+    model: str | None = None  # None: the bundled default model
+    target: str = "onnxruntime-cpu"
+    output: Path | None = None
+    precision: str | None = None  # None: the target's default
+    arch: str | None = None
+    dynamic_batch: bool = False
+    input_size: tuple[int, int] | None = None
+    labels_file: Path | None = None
+    val_dir: Path | None = None
+    gate: bool = True
+    min_agreement: float | None = None
+    accuracy_report: Path | None = None
+    trust_remote_code: bool = False
+    threads: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # backend and precision flags
+
+
+@dataclass(frozen=True)
+class CompileResult:
+    path: Path
+    manifest: Manifest
+
+
+def _labels(spec: ModelSpec, request: CompileRequest, classes: int) -> list[str]:
+    if request.labels_file is not None:
+        try:
+            labels = [ln.strip() for ln in Path(request.labels_file).read_text().splitlines() if ln.strip()]
+        except OSError as err:
+            raise InputError(f"cannot read labels file {request.labels_file}", "pass a text file, one label a line") from err
+    elif spec.labels is not None:
+        labels = list(spec.labels)
+    elif classes == 1000:
+        from ..models import imagenet_labels
+        labels = imagenet_labels()
+    else:
+        labels = [f"class_{i}" for i in range(classes)]
+    if len(labels) != classes:
+        raise InputError(f"{len(labels)} labels for a model with {classes} outputs",
+                         "pass a labels file with one line per class")
+    return labels
+
+
+def _reference(spec: ModelSpec, onnx_path: Path) -> tuple[str, gate.Predict]:
+    if spec.module is not None:
+        import torch
+
+        def predict(x: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                return spec.module(torch.from_numpy(x)).numpy()
+        return "torch", predict
+    return "onnxruntime (source ONNX)", _onnxruntime_predict(onnx_path)
+
+
+def _onnxruntime_predict(onnx_path: Path) -> gate.Predict:
+    try:
+        import onnxruntime as ort
+    except ImportError as err:
+        raise BackendUnavailable("the accuracy gate needs ONNX Runtime as its reference",
+                                 "pip install 'edgevision[compile]'") from err
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x})[0]
+
+
+def _toolchain(backend_name: str, backend_version: str | None) -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": platform.python_version(), "edgevision": __version__,
+             backend_name: backend_version or "not installed"}
+    for pkg in ("torch", "onnx", "onnxruntime"):
+        try:
+            found.setdefault(pkg, version(pkg))
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+def _precision(target: Target, requested: str | None) -> str:
+    precision = requested or target.default_precision
+    if precision not in target.precisions:
+        raise InputError(f"target {target.name} does not support precision {precision}",
+                         f"choose one of {', '.join(target.precisions)}")
+    return precision
+
+
+def compile_model(request: CompileRequest, progress: Progress | None = None) -> CompileResult:
+    step = progress or (lambda msg: log.info("%s", msg))
+    target = get_target(request.target)
+    backend = get_backend(target.backend)
+    precision = _precision(target, request.precision)
+    missing = backend.compile_requirements(target)
+    if missing:
+        raise BackendUnavailable(f"cannot compile for {target.name} with {backend.name} here: "
+                                 f"{'; '.join(missing)}", missing[-1])
+
+    step("loading model")
+    spec = load_source(request.model, arch=request.arch, trust_remote_code=request.trust_remote_code)
+    if request.input_size is not None:
+        h, w = request.input_size
+        spec.preprocess = replace(spec.preprocess, input_size=(h, w), resize_short=round(min(h, w) / 0.875))
+    if target.static_shapes and request.dynamic_batch:
+        raise InputError(f"target {target.name} needs static shapes", "compile without --dynamic-batch")
+    out_path = Path(request.output or f"{spec.name}.{target.name}.evpkg")
+
+    with tempfile.TemporaryDirectory(prefix="edgevision-compile-") as tmp:
+        work = Path(tmp)
+        if spec.onnx_path is not None:
+            onnx_path = Path(spec.onnx_path)
+        else:
+            step("exporting to ONNX")
+            onnx_path = export_onnx(spec, work / "model.onnx", dynamic_batch=request.dynamic_batch)
+        float_onnx = onnx_path
+
+        step("reading validation images")
+        val_inputs = gate.validation_tensors(spec.preprocess, request.val_dir)
+        ref_name, ref_predict = _reference(spec, float_onnx)
+        ref_batch = len(val_inputs) if request.dynamic_batch else 1
+        reference = gate.run_batched(ref_predict, val_inputs, ref_batch)
+        labels = _labels(spec, request, reference.shape[1])
+
+        settings = CompileSettings(precision=precision, dynamic_batch=request.dynamic_batch,
+                                   threads=request.threads, input_name=INPUT_NAME,
+                                   input_shape=spec.preprocess.tensor_shape("batch" if request.dynamic_batch else 1),
+                                   options=request.options)
+        onnx_path = _apply_precision(onnx_path, spec, request, settings, work, step)
+
+        step(f"compiling for {target.name} with {backend.name} {backend.version() or ''}".rstrip())
+        payload_dir = work / "payload"
+        payload_dir.mkdir()
+        payload = backend.compile(onnx_path, target, settings, payload_dir)
+
+        manifest = Manifest(
+            model_name=spec.name, target=target, backend=backend.name,
+            backend_version=backend.version() or "not installed", precision=precision,
+            input=TensorSpec(INPUT_NAME, settings.input_shape, "float32", spec.preprocess.layout),
+            output=TensorSpec(OUTPUT_NAME, ("batch" if request.dynamic_batch else 1, len(labels)), "float32", "NC"),
+            preprocess=spec.preprocess, labels=labels, payload=payload,
+            toolchain=_toolchain(backend.name, backend.version()),
+            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            host={"machine": platform.machine(), "system": platform.system(), "node_cpu": platform.processor()},
+            source=spec.source)
+
+        if request.gate:
+            step("checking accuracy against the original")
+            manifest.accuracy = _gate(backend, target, manifest, payload_dir, onnx_path, val_inputs, reference,
+                                      ref_name, request, precision, labels, batch=ref_batch)
+        step(f"writing {out_path}")
+        write_artifact(manifest, payload_dir, out_path)
+    return CompileResult(path=out_path, manifest=manifest)
+
+
+def _apply_precision(onnx_path: Path, spec: ModelSpec, request: CompileRequest, settings: CompileSettings,
+                     work: Path, step: Progress) -> Path:
+    if settings.precision != "int8":
+        return onnx_path
+    raise EdgevisionError("int8 compilation is not available yet", "compile with --precision fp32")
+
+
+def _gate(backend: Any, target: Target, manifest: Manifest, payload_dir: Path, onnx_path: Path,
+          val_inputs: np.ndarray, reference: np.ndarray, ref_name: str, request: CompileRequest,
+          precision: str, labels: list[str], batch: int) -> AccuracyReport:
+    threshold = request.min_agreement if request.min_agreement is not None else gate.DEFAULT_THRESHOLDS[precision]
+    can_run, why = backend.can_run(target)
+    if can_run:
+        runner = backend.load(payload_dir, manifest, LoadOptions())
+        candidate_name, predict, note = f"{backend.name} {target.device} {precision}", runner.run, ""
+    else:
+        # The payload cannot execute here; check what can be checked: the exported graph itself.
+        candidate_name = f"onnxruntime on the exported {'QDQ ' if precision == 'int8' else ''}ONNX"
+        predict = _onnxruntime_predict(onnx_path)
+        note = f"compiled payload not executed on this host ({why}); verify on the device"
+    candidate = gate.run_batched(predict, val_inputs, batch)
+    cmp = gate.compare(reference, candidate)
+    if request.accuracy_report is not None:
+        gate.write_report(cmp, labels, Path(request.accuracy_report))
+    report = gate.summarize(cmp, threshold, ref_name, candidate_name, note)
+    log.info("accuracy gate: top-1 %.1f%%, top-5 %.1f%%, max|diff| %.3g",
+             100 * report.top1_agreement, 100 * report.top5_agreement, report.max_abs_diff)
+    gate.enforce(report)
+    return report

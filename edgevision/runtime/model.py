@@ -1,0 +1,131 @@
+"""A loaded artifact: preprocessing, the backend runner and labels behind one small API."""
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..artifact import Manifest, unpack
+from ..backends import LoadOptions, Runner, get_backend
+from ..errors import ArtifactError, InputError
+from ..preprocess import preprocess, preprocess_batch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    index: int
+    label: str
+    score: float
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class Model:
+    """Use :func:`edgevision.runtime.load` to make one."""
+
+    def __init__(self, manifest: Manifest, runner: Runner, workdir: tempfile.TemporaryDirectory | None = None,
+                 path: Path | None = None) -> None:
+        self.manifest = manifest
+        self.runner = runner
+        self.path = path
+        self._workdir = workdir
+        self.labels = manifest.labels
+        self.preprocess_config = manifest.preprocess
+        self._fixed_batch = None if manifest.input.dynamic_batch else int(manifest.input.shape[0])
+        self._sample_shape = tuple(int(d) for d in manifest.input.shape[1:])
+
+    @property
+    def input_shape(self) -> tuple[int | str, ...]:
+        return self.manifest.input.shape
+
+    def preprocess(self, image: np.ndarray, channels: str = "BGR") -> np.ndarray:
+        return preprocess(image, self.preprocess_config, channels)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Raw logits for an already preprocessed float32 batch in the artifact's input layout."""
+        if not isinstance(batch, np.ndarray):
+            raise InputError(f"expected a numpy array, got {type(batch).__name__}", "pass np.float32 data")
+        if batch.dtype != np.float32:
+            raise InputError(f"input dtype is {batch.dtype}, the model takes float32",
+                             "convert with batch.astype(np.float32) or use predict() on images")
+        if batch.ndim != len(self._sample_shape) + 1 or tuple(batch.shape[1:]) != self._sample_shape:
+            raise InputError(f"input shape {tuple(batch.shape)} does not match the model's "
+                             f"{('N',) + self._sample_shape}",
+                             "use predict() on images, or preprocess() to build the tensor")
+        batch = np.ascontiguousarray(batch)
+        if self._fixed_batch is None or len(batch) == self._fixed_batch:
+            return self.runner.run(batch)
+        # A static-batch artifact runs larger batches one slice at a time.
+        step = self._fixed_batch
+        if len(batch) % step:
+            raise InputError(f"batch of {len(batch)} does not divide into the artifact's fixed batch {step}",
+                             "compile with --dynamic-batch for arbitrary batch sizes")
+        return np.concatenate([self.runner.run(batch[i:i + step]) for i in range(0, len(batch), step)])
+
+    def topk(self, logits: np.ndarray, k: int = 5) -> list[list[Prediction]]:
+        probs = softmax(logits.astype(np.float32))
+        k = min(k, probs.shape[-1])
+        results = []
+        for row in probs:
+            idx = np.argpartition(-row, k - 1)[:k]
+            idx = idx[np.argsort(-row[idx])]
+            results.append([Prediction(int(i), self.labels[int(i)], float(row[i])) for i in idx])
+        return results
+
+    def predict(self, image: np.ndarray, top_k: int = 5, channels: str = "BGR") -> list[Prediction]:
+        """Top-k classes for one HxWx3 uint8 image (BGR as OpenCV reads it, unless channels='RGB')."""
+        return self.topk(self.run(self.preprocess(image, channels)[None]), top_k)[0]
+
+    def predict_batch(self, images: Sequence[np.ndarray], top_k: int = 5,
+                      channels: str = "BGR") -> list[list[Prediction]]:
+        if len(images) == 0:
+            return []
+        return self.topk(self.run(preprocess_batch(images, self.preprocess_config, channels)), top_k)
+
+    def close(self) -> None:
+        self.runner = None  # type: ignore[assignment]
+        if self._workdir is not None:
+            self._workdir.cleanup()
+            self._workdir = None
+
+    def __enter__(self) -> "Model":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        m = self.manifest
+        return f"Model({m.model_name!r}, target={m.target.name!r}, backend={m.backend!r}, precision={m.precision!r})"
+
+
+def load(path: str | Path, threads: int | None = None, device: str | None = None) -> Model:
+    """Verify and load an artifact. Imports numpy, OpenCV and the one backend runtime it needs."""
+    import platform
+
+    path = Path(path)
+    workdir = tempfile.TemporaryDirectory(prefix="edgevision-")
+    try:
+        manifest = unpack(path, Path(workdir.name))
+        host = platform.machine()
+        if manifest.target.arch != host:
+            raise ArtifactError(f"{path.name} was compiled for {manifest.target.arch} ({manifest.target.name}), "
+                                f"this machine is {host}",
+                                f"compile for a {host} target, or copy the artifact to a {manifest.target.arch} device")
+        backend = get_backend(manifest.backend)
+        runner = backend.load(Path(workdir.name) / "payload", manifest, LoadOptions(threads=threads, device=device))
+    except BaseException:
+        workdir.cleanup()
+        raise
+    log.info("loaded %s (%s, %s, %s)", path, manifest.target.name, manifest.backend, manifest.precision)
+    return Model(manifest, runner, workdir, path)

