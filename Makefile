@@ -11,4 +11,4 @@ demo: setup
 	$(VENV)/bin/edgevision demo
 
 test: setup
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest --cov=edgevision --cov-report=term:skip-covered $(PYTEST_ARGS)
