@@ -5,7 +5,7 @@ import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -13,6 +13,9 @@ from ..artifact import Manifest, unpack
 from ..backends import LoadOptions, Runner, get_backend
 from ..errors import ArtifactError, InputError
 from ..preprocess import preprocess, preprocess_batch
+
+if TYPE_CHECKING:
+    from ..stream import Stream
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +94,17 @@ class Model:
         if len(images) == 0:
             return []
         return self.topk(self.run(preprocess_batch(images, self.preprocess_config, channels)), top_k)
+
+    def stream(self, source: "str | int | Path", *, live: bool | None = None, top_k: int = 5,
+               max_frames: int | None = None, **options: Any) -> "Stream":
+        """Classify a camera (0, /dev/video0), video file, image folder/glob, URL or FIFO frame by frame.
+
+        live=None: cameras, URLs and pipes drop stale frames, files and folders process every frame.
+        Other options (smooth, camera, reconnect, sinks, ...) are those of edgevision.stream.Stream.
+        """
+        from ..stream import Stream
+
+        return Stream(self, source, live=live, top_k=top_k, max_frames=max_frames, **options)
 
     def close(self) -> None:
         self.runner = None  # type: ignore[assignment]

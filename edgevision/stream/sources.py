@@ -1,0 +1,298 @@
+"""Where frames come from: cameras, video files, image folders/globs, URLs and named pipes, through OpenCV.
+
+Every source answers ``read()`` with the next frame or ``None`` at its end (or on a disconnect), and
+``reopen()`` for the reconnect loop. Opening never blocks without a bound: URLs get OpenCV's FFmpeg
+timeouts, and a FIFO without a writer is given up after ``open_timeout_s`` (see ``_open_fifo``).
+"""
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import stat
+import sys
+import threading
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from ..errors import InputError
+from ..samples import IMAGE_SUFFIXES
+
+log = logging.getLogger(__name__)
+
+URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
+SOURCE_HELP = ("pass a camera index (0), /dev/videoN, a video file, an image folder or glob, "
+               "an rtsp:// or http:// URL, or a named pipe (FIFO)")
+
+
+@dataclass(frozen=True)
+class CameraOptions:
+    """Requested camera settings; drivers may pick the nearest mode they support."""
+
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    buffer_size: int | None = 1  # frames OpenCV queues in the driver; 1 keeps them fresh
+    fourcc: str | None = None  # e.g. "MJPG": many USB cameras only reach full fps compressed
+
+
+@dataclass(frozen=True)
+class ReconnectPolicy:
+    """What a live source does when it stops delivering: retry with exponential backoff, then stop."""
+
+    attempts: int = 3  # 0: stop at the first disconnect
+    delay_s: float = 0.5
+    backoff: float = 2.0
+    max_delay_s: float = 5.0
+
+    def delays(self) -> Iterator[float]:
+        delay = self.delay_s
+        for _ in range(self.attempts):
+            yield min(delay, self.max_delay_s)
+            delay *= self.backoff
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    kind: str  # camera, file, images, url, fifo
+    target: Any  # what OpenCV opens: int index, path string, URL, or a list of image paths
+    name: str  # for messages and logs
+
+    @property
+    def live(self) -> bool:
+        """The default policy: a camera, URL or pipe produces frames whether or not we keep up."""
+        return self.kind in ("camera", "url", "fifo")
+
+
+@dataclass
+class Frame:
+    image: np.ndarray
+    media_time: float | None = None  # position in a file, seconds
+    name: str | None = None  # the image file, for folder sources
+
+
+def describe_source(source: str | int | os.PathLike[str]) -> SourceSpec:
+    """Classify what the user passed; raise a one-line InputError when it names nothing that exists."""
+    if isinstance(source, int) or (isinstance(source, str) and source.strip().isdigit()):
+        index = int(source)
+        if sys.platform.startswith("linux") and not os.path.exists(f"/dev/video{index}"):
+            raise InputError(f"camera {index} not found (/dev/video{index} does not exist)",
+                             "plug in a camera or check `ls /dev/video*`; " + SOURCE_HELP)
+        return SourceSpec("camera", index, f"camera {index}")
+    text = os.fspath(source)
+    if text.lower().startswith(URL_SCHEMES):
+        return SourceSpec("url", text, _redact(text))
+    path = Path(text).expanduser()
+    if text.startswith("/dev/video"):
+        if not path.exists():
+            raise InputError(f"camera {text} not found", "plug in a camera or check `ls /dev/video*`")
+        return SourceSpec("camera", str(path), text)
+    if path.exists():
+        mode = path.stat().st_mode
+        if stat.S_ISFIFO(mode):
+            return SourceSpec("fifo", str(path), f"pipe {path}")
+        if path.is_dir():
+            images = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not images:
+                raise InputError(f"no images (.jpg/.png) in folder {path}", SOURCE_HELP)
+            return SourceSpec("images", images, f"{len(images)} images in {path}")
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            return SourceSpec("images", [path], str(path))
+        return SourceSpec("file", str(path), str(path))
+    if glob.has_magic(text):
+        matches = sorted(Path(p) for p in glob.glob(os.path.expanduser(text), recursive=True))
+        images = [p for p in matches if p.suffix.lower() in IMAGE_SUFFIXES]
+        if not images:
+            raise InputError(f"no images match {text}", SOURCE_HELP)
+        return SourceSpec("images", images, f"{len(images)} images matching {text}")
+    raise InputError(f"source {text} not found", SOURCE_HELP)
+
+
+def _redact(url: str) -> str:
+    """rtsp://user:secret@host/... -> rtsp://user:***@host/... so passwords stay out of logs."""
+    scheme, _, rest = url.partition("://")
+    creds, at, host = rest.partition("@")
+    if at and ":" in creds and "/" not in creds:
+        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+    return url
+
+
+class FrameSource(ABC):
+    def __init__(self, spec: SourceSpec) -> None:
+        self.spec = spec
+
+    @property
+    def fps(self) -> float | None:
+        """The source's nominal frame rate when it reports one."""
+        return None
+
+    @abstractmethod
+    def read(self) -> Frame | None:
+        """The next frame, or None at the end of the source or when it disconnected."""
+
+    def reopen(self) -> bool:
+        """Try once to open the source again after a disconnect; True when it delivers again."""
+        return False
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class ImageSource(FrameSource):
+    """Image files one after another; unreadable files are skipped with a warning, as a folder may hold junk."""
+
+    def __init__(self, spec: SourceSpec) -> None:
+        super().__init__(spec)
+        self._paths = list(spec.target)
+        self._next = 0
+
+    def read(self) -> Frame | None:
+        import cv2
+
+        while self._next < len(self._paths):
+            path = self._paths[self._next]
+            self._next += 1
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is not None:
+                return Frame(image, None, path.name)
+            log.warning("skipping %s: not a readable image", path)
+        return None
+
+    def close(self) -> None:
+        self._next = len(self._paths)
+
+
+class VideoCaptureSource(FrameSource):
+    """cv2.VideoCapture for cameras, files, URLs and FIFOs."""
+
+    def __init__(self, spec: SourceSpec, camera: CameraOptions | None = None, open_timeout_s: float = 5.0,
+                 read_timeout_s: float = 10.0) -> None:
+        super().__init__(spec)
+        self.camera = camera or CameraOptions()
+        self.open_timeout_s = open_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self._cap: Any = None
+        self._media_time = spec.kind == "file"
+        if not self._open():
+            raise InputError(f"cannot open {spec.name}", self._open_hint())
+
+    @property
+    def fps(self) -> float | None:
+        import cv2
+
+        value = float(self._cap.get(cv2.CAP_PROP_FPS)) if self._cap is not None else 0.0
+        return value if 0 < value < 1000 else None
+
+    def _open_hint(self) -> str:
+        return {"camera": "check that no other program uses it and that you may read it (group video)",
+                "file": "check that it is a video OpenCV's FFmpeg can decode",
+                "url": "check the address, credentials and network; the stream did not answer in "
+                       f"{self.open_timeout_s:g} s",
+                "fifo": f"start the program that writes into it; none wrote within {self.open_timeout_s:g} s",
+                }.get(self.spec.kind, SOURCE_HELP)
+
+    def _open(self) -> bool:
+        import cv2
+
+        kind, target = self.spec.kind, self.spec.target
+        timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(self.open_timeout_s * 1000),
+                    cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.read_timeout_s * 1000)]
+        if kind == "camera":
+            cap = cv2.VideoCapture(target, cv2.CAP_ANY)
+            if cap.isOpened():
+                self._configure_camera(cap)
+        elif kind == "fifo":
+            cap = _open_fifo(target, self.open_timeout_s)
+        else:
+            cap = cv2.VideoCapture(target, cv2.CAP_FFMPEG, timeouts)
+        if not cap.isOpened():
+            cap.release()
+            return False
+        self._cap = cap
+        return True
+
+    def _configure_camera(self, cap: Any) -> None:
+        import cv2
+
+        c = self.camera
+        wanted = [(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*c.fourcc) if c.fourcc else None),
+                  (cv2.CAP_PROP_FRAME_WIDTH, c.width), (cv2.CAP_PROP_FRAME_HEIGHT, c.height),
+                  (cv2.CAP_PROP_FPS, c.fps), (cv2.CAP_PROP_BUFFERSIZE, c.buffer_size)]
+        for prop, value in wanted:
+            if value is not None and not cap.set(prop, float(value)):
+                log.warning("%s ignored setting %s=%s", self.spec.name, prop, value)
+        log.info("%s: %dx%d at %.1f fps", self.spec.name, cap.get(cv2.CAP_PROP_FRAME_WIDTH),
+                 cap.get(cv2.CAP_PROP_FRAME_HEIGHT), cap.get(cv2.CAP_PROP_FPS))
+
+    def read(self) -> Frame | None:
+        import cv2
+
+        if self._cap is None:
+            return None
+        ok, image = self._cap.read()
+        if not ok or image is None:
+            return None
+        media_time = self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0 if self._media_time else None
+        return Frame(image, media_time)
+
+    def reopen(self) -> bool:
+        self.close()
+        return self._open()
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+def _open_fifo(path: str, timeout_s: float) -> Any:
+    """Open a named pipe with OpenCV without blocking forever when no program writes into it.
+
+    open(2) of a FIFO for reading blocks until a writer appears, and OpenCV cannot be interrupted
+    there. So we hold the pipe open read-write ourselves while OpenCV opens it (then its open returns
+    at once) and close our end after ``timeout_s``: if no real writer came by then, OpenCV's read sees
+    end-of-file and the open fails instead of hanging. With a writer, closing our end changes nothing.
+    """
+    import cv2
+
+    keeper = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+    closed = threading.Lock()
+
+    def release_keeper() -> None:
+        if closed.acquire(blocking=False):
+            os.close(keeper)
+
+    timer = threading.Timer(timeout_s, release_keeper)
+    timer.daemon = True
+    timer.start()
+    try:
+        return cv2.VideoCapture(path, cv2.CAP_FFMPEG)
+    finally:
+        timer.cancel()
+        release_keeper()
+
+
+def open_source(spec: SourceSpec, camera: CameraOptions | None = None, open_timeout_s: float = 5.0,
+                read_timeout_s: float = 10.0) -> FrameSource:
+    if spec.kind == "images":
+        return ImageSource(spec)
+    return VideoCaptureSource(spec, camera, open_timeout_s, read_timeout_s)
+
+
+def wait_for_reconnect(source: FrameSource, policy: ReconnectPolicy, stop: threading.Event) -> bool:
+    """Reopen ``source`` with backoff; False when every attempt failed or ``stop`` was set."""
+    for attempt, delay in enumerate(policy.delays(), 1):
+        if stop.wait(delay):
+            return False
+        started = time.perf_counter()
+        if source.reopen():
+            log.warning("%s reconnected (attempt %d)", source.spec.name, attempt)
+            return True
+        log.warning("%s: reconnect attempt %d/%d failed after %.1f s", source.spec.name, attempt,
+                    policy.attempts, time.perf_counter() - started)
+    return False
