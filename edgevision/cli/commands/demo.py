@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 from ..console import Console
@@ -24,31 +23,16 @@ def host_target() -> str:
 
 
 def classify_clip(model, clip: Path, max_frames: int, console: Console) -> None:
-    import cv2
+    """The clip through the real stream runner (edgevision.stream), as `edgevision stream` runs it."""
+    from .stream import print_stats
 
-    from ...errors import InputError
-
-    cap = cv2.VideoCapture(str(clip))
-    if not cap.isOpened():
-        raise InputError(f"cannot open video {clip}", "check the file and that OpenCV has FFmpeg")
-    frames, infer_s, start = 0, 0.0, time.perf_counter()
-    try:
-        while not max_frames or frames < max_frames:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            t0 = time.perf_counter()
-            top = model.predict(frame, top_k=1)[0]
-            infer_s += time.perf_counter() - t0
-            frames += 1
-            if frames % 50 == 1:
-                console.print(f"frame {frames:4d}: {top.label} {top.score:.2f}")
-    finally:
-        cap.release()
-    total = time.perf_counter() - start
-    if frames:
-        console.print(f"{clip.name}: {frames} frames, end-to-end {frames / total:.1f} FPS "
-                      f"(preprocess + model {frames / infer_s:.1f} FPS)")
+    stream = model.stream(clip, top_k=1, max_frames=max_frames or None)
+    with stream:
+        for result in stream:
+            if result.frame_index % 50 == 0:
+                top = result.predictions[0]
+                console.print(f"frame {result.frame_index:4d}: {top.label} {top.score:.2f}")
+    print_stats(console, stream.stats)
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
