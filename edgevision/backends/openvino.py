@@ -30,6 +30,10 @@ class OpenVinoRunner:
         self.request.infer({0: batch})
         return self.request.get_output_tensor(0).data.copy()
 
+    def runtime_info(self) -> dict[str, str]:
+        """What the device really runs: a bf16 hint on a CPU without bf16 support runs f32."""
+        return {"inference_precision": self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()}
+
 
 class OpenVinoBackend(Backend):
     name = "openvino"
