@@ -1,0 +1,162 @@
+"""Apache TVM (Relax): ONNX -> Relax -> optional MetaSchedule tuning -> one shared library.
+
+The payload is a single ``model.so`` built for the target's CPU (``llvm`` with the host's mcpu,
+or cross-compiled for aarch64 with the GNU toolchain). Loading it needs the TVM runtime only:
+no compiler, no PyTorch. Compile-time work (import, tuning, codegen) lives in ``compiler.tvm_build``.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import platform
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import AccuracyGateFailed, BackendUnavailable, InputError
+from .base import Backend, CompileSettings, LoadOptions
+
+if TYPE_CHECKING:
+    from ..artifact.manifest import Manifest
+    from ..targets import Target
+
+log = logging.getLogger(__name__)
+
+LIBRARY_FILE = "model.so"
+ENTRY = "main"
+# Debian's cross toolchains; aarch64 on a workstation comes from g++-aarch64-linux-gnu.
+CROSS_PACKAGES = {"aarch64-linux-gnu-g++": "g++-aarch64-linux-gnu"}
+# ELF e_machine values, to say what a library was built for without loading it.
+ELF_MACHINES = {0x3E: "x86_64", 0xB7: "aarch64", 0x28: "arm"}
+
+
+def elf_machine(path: Path) -> str | None:
+    """The architecture an ELF shared library was built for; None when it is not ELF."""
+    with open(path, "rb") as fh:
+        header = fh.read(20)
+    if len(header) < 20 or header[:4] != b"\x7fELF":
+        return None
+    order = "little" if header[5] == 1 else "big"
+    code = int.from_bytes(header[18:20], order)
+    return ELF_MACHINES.get(code, f"e_machine {code:#x}")
+
+
+class TvmRunner:
+    """A Relax VM over the exported library; one float32 batch in, logits out."""
+
+    def __init__(self, vm: Any, tensor: Any) -> None:
+        self._main = vm[ENTRY]
+        self._tensor = tensor
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self._main(self._tensor(np.ascontiguousarray(batch, np.float32))).numpy()
+
+
+class TvmBackend(Backend):
+    name = "tvm"
+    extra = "tvm"
+    precisions = ("fp32",)
+
+    def is_available(self) -> bool:
+        # find_spec, not import: importing TVM costs seconds (and pulls torch in when present).
+        return importlib.util.find_spec("tvm") is not None
+
+    def version(self) -> str | None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("apache-tvm")
+        except PackageNotFoundError:
+            return None
+
+    def compile_requirements(self, target: "Target") -> list[str]:
+        missing = super().compile_requirements(target)
+        compiler = target.options.get("cross_compiler")
+        if compiler and shutil.which(compiler) is None:
+            package = CROSS_PACKAGES.get(compiler, compiler)
+            missing.append(f"cross compiler {compiler} not found: apt-get install {package}")
+        return missing
+
+    def can_run(self, target: "Target") -> tuple[bool, str]:
+        ok, why = super().can_run(target)
+        if ok and target.options.get("cross_compiler"):
+            return False, f"cross-compiled for {target.arch} with {target.options['cross_compiler']}"
+        return ok, why
+
+    def compile(self, onnx_path: Path, target: "Target", settings: CompileSettings,
+                out_dir: Path) -> dict[str, Any]:
+        if settings.dynamic_batch:
+            raise InputError(f"target {target.name} ({self.name}) compiles static shapes only",
+                             "compile without --dynamic-batch")
+        from ..compiler.tvm_build import TuningOptions, compile_onnx
+
+        tuning = TuningOptions.from_options(settings.options)
+        payload = compile_onnx(onnx_path, target, settings, out_dir / LIBRARY_FILE, tuning, settings.progress)
+        if target.arch != platform.machine():
+            payload.update(self._device_check(onnx_path, target, settings, out_dir))
+        return payload
+
+    def _device_check(self, onnx_path: Path, target: "Target", settings: CompileSettings,
+                      out_dir: Path) -> dict[str, Any]:
+        """Cross builds carry a probe (real photos + x86 outputs) and, where qemu can run the
+        library here, record the emulated comparison: option device_check=auto|on|off."""
+        from ..emulation.verify import DEFAULT_TOLERANCE, PROBE_FILE, RECORD_KEY, run_on_device, write_probe
+
+        mode = str(settings.options.get("device_check", "auto")).lower()
+        if mode not in ("auto", "on", "off"):
+            raise InputError(f"device_check={mode!r} is not auto, on or off", "write e.g. --option device_check=on")
+        if importlib.util.find_spec("onnxruntime") is None:
+            log.warning("onnxruntime missing: the %s artifact carries no verification probe", target.name)
+            return {}
+        found: dict[str, Any] = {"probe": write_probe(onnx_path, settings.input_shape, out_dir / PROBE_FILE)}
+        if mode == "off":
+            return found
+        if mode == "auto":
+            from ..emulation.qemu import find_sysroot, qemu_available
+
+            if not (qemu_available() and find_sysroot() is not None):
+                log.info("no qemu sysroot cached: skipping the emulated check (scripts/rpi4_sysroot.sh)")
+                return found
+        if settings.progress:
+            settings.progress(f"running the library under qemu ({target.options.get('qemu_cpu', 'cortex-a72')})")
+        with np.load(out_dir / PROBE_FILE) as probe:
+            inputs, expected = probe["inputs"], probe["outputs"]
+        device, outputs, stats, seconds = run_on_device(out_dir / LIBRARY_FILE, inputs, target.arch,
+                                                        target.options.get("qemu_cpu", "cortex-a72"),
+                                                        build_sysroot=mode == "on")
+        diff = float(np.abs(outputs.astype(np.float64) - expected).max())
+        agree = float((outputs.argmax(1) == expected.argmax(1)).mean())
+        if diff > DEFAULT_TOLERANCE or agree < 1.0:
+            raise AccuracyGateFailed(f"the {target.arch} library under {device} differs from x86 ONNX Runtime "
+                                     f"by {diff:.3g} (top-1 agreement {agree:.0%})",
+                                     "report it with the model: a TVM codegen difference for this CPU")
+        found[RECORD_KEY] = {"device": device, "reference": found["probe"]["reference"], "inputs": len(inputs),
+                             "max_abs_diff": diff, "top1_agreement": agree, "tolerance": DEFAULT_TOLERANCE,
+                             "passed": True, "seconds": round(seconds, 2), "load_s": stats["load_s"],
+                             "run_s_per_input": stats["run_s_per_input"], "chelsea_top1": "",
+                             "stage": "compile (bare library)"}
+        return found
+
+    def load(self, payload_dir: Path, manifest: "Manifest", options: LoadOptions) -> TvmRunner:
+        library = payload_dir / manifest.payload["library"]
+        built_for = elf_machine(library)
+        if built_for is not None and built_for != platform.machine():
+            raise BackendUnavailable(f"{library.name} is a {built_for} library, this machine is "
+                                     f"{platform.machine()}", f"run it on a {built_for} device or under qemu")
+        try:
+            import tvm
+            from tvm.runtime.vm import VirtualMachine
+        except ImportError as err:
+            raise BackendUnavailable("this artifact needs the TVM runtime, which is not installed",
+                                     "pip install apache-tvm==0.27.0.post1 apache-tvm-ffi==0.1.14.post1") from err
+        threads = options.threads or manifest.target.threads
+        if options.threads:
+            # Only an explicit request overrides TVM's default (all physical cores, or TVM_NUM_THREADS).
+            tvm.get_global_func("runtime.config_threadpool")(1, int(threads))
+        vm = VirtualMachine(tvm.runtime.load_module(str(library)), tvm.cpu())
+        return TvmRunner(vm, tvm.runtime.tensor)
+
+
+BACKEND = TvmBackend()

@@ -1,0 +1,151 @@
+"""Time a TVM artifact on a real board over TVM RPC: upload the library, run it there, time it there.
+
+The board runs the stock TVM RPC server, registered with a tracker under a key::
+
+    python -m tvm.exec.rpc_tracker --host 0.0.0.0 --port 9190            # on any machine
+    python -m tvm.exec.rpc_server --tracker TRACKER:9190 --key rpi4      # on each Pi
+
+``bench_remote(artifact, RemoteDevice.parse("TRACKER:9190", key="rpi4"))`` then measures with
+``time_evaluator`` on the board itself, so network latency is not in the figures. Without a key
+``HOST:PORT`` is a server to connect to directly.
+"""
+from __future__ import annotations
+
+import logging
+import platform
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import BackendUnavailable, EdgevisionError, InputError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RemoteDevice:
+    host: str
+    port: int
+    key: str | None = None  # set: host:port is a tracker and key names the board kind; None: a server
+    session_timeout_s: int = 600
+
+    @classmethod
+    def parse(cls, address: str, key: str | None = None, session_timeout_s: int = 600) -> "RemoteDevice":
+        host, sep, port = address.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise InputError(f"RPC address {address!r} is not HOST:PORT", "write e.g. --rpc 192.168.1.20:9190")
+        return cls(host, int(port), key or None, session_timeout_s)
+
+    def __str__(self) -> str:
+        return f"{self.key}@{self.host}:{self.port} (tracker)" if self.key else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class RemoteTiming:
+    """``time_evaluator`` figures from the board, in milliseconds per inference."""
+
+    device: str
+    artifact: str
+    model: str
+    target: str
+    number: int  # runs averaged into one repeat
+    repeat: int
+    mean_ms: float
+    median_ms: float
+    std_ms: float
+    min_ms: float
+    max_ms: float
+    upload_s: float  # connect + upload + load, wall clock from here
+    output_max_abs_diff: float | None  # vs the artifact's x86 probe outputs, when it carries a probe
+    remote_threads: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _session(device: RemoteDevice) -> Any:
+    from tvm import rpc
+
+    try:
+        if device.key:
+            tracker = rpc.connect_tracker(device.host, device.port)
+            return tracker.request(device.key, priority=1, session_timeout=device.session_timeout_s)
+        return rpc.connect(device.host, device.port, session_timeout=device.session_timeout_s)
+    except Exception as err:  # TVM raises TVMError/RuntimeError/socket errors for every kind of failure
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise EdgevisionError(f"cannot reach the TVM RPC {'tracker' if device.key else 'server'} "
+                              f"{device.host}:{device.port}: {first}",
+                              "start it (python -m tvm.exec.rpc_tracker / rpc_server) and check "
+                              "the address, the port and the --key the board registered with") from err
+
+
+def bench_remote(artifact: Path, device: RemoteDevice, number: int = 10, repeat: int = 5,
+                 min_repeat_ms: int = 0) -> RemoteTiming:
+    """Upload the artifact's TVM library to ``device`` and time one batch there.
+
+    The input is the artifact's probe (real photos) when it has one, else zeros of the input shape.
+    Raises InputError for non-TVM artifacts and EdgevisionError when the board cannot be reached.
+    """
+    from .artifact import unpack
+
+    if number < 1 or repeat < 1:
+        raise InputError(f"number={number}, repeat={repeat}: both must be at least 1", "pass positive counts")
+    try:
+        import tvm
+        from tvm.runtime.vm import VirtualMachine
+    except ImportError as err:
+        raise BackendUnavailable("timing over TVM RPC needs the TVM Python package here",
+                                 "pip install 'edgevision[tvm]'") from err
+    artifact = Path(artifact)
+    with tempfile.TemporaryDirectory(prefix="edgevision-rpc-") as tmp:
+        manifest = unpack(artifact, Path(tmp))
+        if manifest.backend != "tvm":
+            raise InputError(f"{artifact.name} is a {manifest.backend} artifact; TVM RPC runs TVM libraries only",
+                             "compile it for a TVM target (e.g. --target rpi4), or bench it on the device")
+        payload = Path(tmp) / "payload"
+        library = payload / manifest.payload["library"]
+        probe_file = manifest.payload.get("probe", {}).get("file")
+        if probe_file:
+            with np.load(payload / probe_file) as probe:
+                batch, expected = probe["inputs"][:1], probe["outputs"][:1]
+        else:
+            batch, expected = np.zeros([int(d) for d in manifest.input.shape], np.float32), None
+
+        started = time.perf_counter()
+        session = _session(device)
+        remote_name = f"edgevision-{manifest.model_name}-{manifest.files[f'payload/{library.name}'][:12]}.so"
+        try:
+            session.upload(str(library), remote_name)
+            remote_lib = session.load_module(remote_name)
+        except Exception as err:
+            raise EdgevisionError(f"the board could not load {library.name}: {str(err).strip().splitlines()[-1]}",
+                                  f"check that the board is {manifest.target.arch} and runs apache-tvm "
+                                  f"{manifest.backend_version}") from err
+        dev = session.cpu()
+        vm = VirtualMachine(remote_lib, dev)
+        upload_s = time.perf_counter() - started
+
+        vm.set_input("main", tvm.runtime.tensor(batch, dev))
+        vm.invoke_stateful("main")
+        output = vm.get_outputs("main").numpy()
+        diff = float(np.abs(output - expected).max()) if expected is not None else None
+        result = vm.time_evaluator("invoke_stateful", dev, number=number, repeat=repeat,
+                                   min_repeat_ms=min_repeat_ms)("main")
+        try:
+            threads = int(session.get_function("runtime.NumThreads")())
+        except Exception:  # older servers do not expose it; the figure is optional
+            threads = None
+    costs_ms = [float(c) * 1e3 for c in result.results]
+    timing = RemoteTiming(device=str(device), artifact=str(artifact), model=manifest.model_name,
+                          target=manifest.target.name, number=number, repeat=repeat,
+                          mean_ms=statistics.fmean(costs_ms), median_ms=statistics.median(costs_ms),
+                          std_ms=statistics.pstdev(costs_ms), min_ms=min(costs_ms), max_ms=max(costs_ms),
+                          upload_s=round(upload_s, 3), output_max_abs_diff=diff, remote_threads=threads)
+    log.info("remote %s on %s: median %.2f ms (host %s)", artifact.name, device, timing.median_ms,
+             platform.machine())
+    return timing
