@@ -8,7 +8,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Protocol
 
 import numpy as np
 
@@ -32,6 +32,8 @@ class CompileSettings:
     input_shape: tuple[int | str, ...] = (1, 3, 224, 224)
     calibration: CalibrationDataReader | None = None
     options: dict[str, Any] = field(default_factory=dict)  # backend-specific flags from the CLI
+    # Step messages for long backend work (e.g. TVM tuning); the pipeline passes its progress callback.
+    progress: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

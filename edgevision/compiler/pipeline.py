@@ -151,7 +151,7 @@ def compile_model(request: CompileRequest, progress: Progress | None = None) -> 
         settings = CompileSettings(precision=precision, dynamic_batch=request.dynamic_batch,
                                    threads=request.threads, input_name=INPUT_NAME,
                                    input_shape=spec.preprocess.tensor_shape("batch" if request.dynamic_batch else 1),
-                                   options=request.options)
+                                   options=request.options, progress=step)
         onnx_path = _apply_precision(onnx_path, spec, request, settings, work, step)
 
         step(f"compiling for {target.name} with {backend.name} {backend.version() or ''}".rstrip())
