@@ -19,7 +19,7 @@ class StreamResult:
     timings: dict[str, float]  # seconds per stage: capture, preprocess, infer, postprocess
     latency: float = 0.0  # seconds from the frame being read to this result
     fps: float = 0.0  # end-to-end FPS over the last 30 results, when this one was delivered
-    media_time: float | None = None  # position in a video file, seconds
+    media_time: float | None = None  # position in the video stream (file, URL, pipe), seconds
     name: str | None = None  # image file name, for folder and glob sources
     _annotated: np.ndarray | None = field(default=None, repr=False, compare=False)
 

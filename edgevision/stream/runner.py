@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
@@ -101,7 +102,7 @@ class Stream:
         self._recorder = StatsRecorder(self.spec.name, self.live)
         self._started = False
         self._closed = False
-        self._generator: Iterator[StreamResult] | None = None
+        self._generator: weakref.ref[Iterator[StreamResult]] | None = None
 
     @property
     def fps(self) -> float | None:
@@ -125,8 +126,11 @@ class Stream:
         if self._started or self._closed:
             raise EdgevisionError("this stream was already consumed", "call model.stream() again")
         self._started = True
-        self._generator = self._iterate()
-        return self._generator
+        generator = self._iterate()
+        # Only a weak reference: the caller's loop must own the generator, so that breaking out of the
+        # loop drops it and its ``finally`` stops the threads at once.
+        self._generator = weakref.ref(generator)
+        return generator
 
     def __enter__(self) -> "Stream":
         return self
@@ -318,8 +322,9 @@ class Stream:
         if self._closed:
             return
         self._started = True
-        if self._generator is not None:
-            self._generator.close()  # type: ignore[attr-defined]  # runs _iterate's shutdown
+        generator = self._generator() if self._generator is not None else None
+        if generator is not None:
+            generator.close()  # type: ignore[attr-defined]  # runs _iterate's shutdown
         if not self._closed:  # never iterated, or iter() called without next()
             if self._recorder.stop_reason == "running":
                 self._recorder.stop_reason = "stopped"

@@ -72,7 +72,7 @@ class SourceSpec:
 @dataclass
 class Frame:
     image: np.ndarray
-    media_time: float | None = None  # position in a file, seconds
+    media_time: float | None = None  # position in the video stream (PTS), seconds; None for cameras
     name: str | None = None  # the image file, for folder sources
 
 
@@ -177,7 +177,8 @@ class VideoCaptureSource(FrameSource):
         self.open_timeout_s = open_timeout_s
         self.read_timeout_s = read_timeout_s
         self._cap: Any = None
-        self._media_time = spec.kind == "file"
+        # Stream position (PTS) for files, URLs and pipes; a camera's clock is not comparable.
+        self._media_time = spec.kind != "camera"
         if not self._open():
             raise InputError(f"cannot open {spec.name}", self._open_hint())
 
