@@ -26,6 +26,8 @@ def summary_rows(path: Path, manifest) -> list[tuple[str, str]]:
                      f"max|diff| {a.max_abs_diff:.3g}, cosine {a.mean_cosine:.6f} (need {a.threshold:.0%})"))
     else:
         rows.append(("accuracy gate", "not run"))
+    if m.payload.get("note"):  # a backend's word on what happens on the device, e.g. engine built at first load
+        rows.append(("device note", str(m.payload["note"])))
     rows += [("toolchain", ", ".join(f"{k} {v}" for k, v in sorted(m.toolchain.items()))),
              ("source", f"{m.source.get('kind', '?')} {m.source.get('ref', '')}"),
              ("created", m.created),

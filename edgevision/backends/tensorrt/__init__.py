@@ -1,0 +1,167 @@
+"""TensorRT for NVIDIA Jetson: the host writes ONNX + build settings, the device builds the engine.
+
+A TensorRT engine is specific to the TensorRT version and GPU that build it, so compiling needs
+no TensorRT: the payload is the ONNX (fp32, or the QDQ model from the INT8 step) and a JSON build
+config. On the device, the first ``load`` builds the engine and caches it
+(``~/.cache/edgevision/trt``), keyed by TensorRT version, GPU, model hash and build settings;
+later loads deserialize the cached engine.
+
+Layout: ``build_config`` (settings -> builder calls), ``engine_cache`` (keying, invalidation),
+``io_plan`` (buffer plan) are pure and tested on any machine; ``engine`` is the device code.
+"""
+from __future__ import annotations
+
+import logging
+import platform
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ...errors import ArtifactError, InputError
+from ..base import Backend, CompileSettings, LoadOptions
+from .build_config import BUILD_CONFIG_FILE, BuildConfig, plan_build
+from .engine_cache import EngineCache
+
+if TYPE_CHECKING:
+    from ...artifact.manifest import Manifest
+    from ...targets import Target
+    from .engine import TensorRTRunner
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.onnx"
+ENGINE_NOTE = ("the TensorRT engine is built on the device at first load and cached in "
+               "~/.cache/edgevision/trt; later loads reuse it")
+QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
+DEFAULT_MAX_BATCH = 8  # engine profile for --dynamic-batch artifacts
+
+
+def _int_option(options: dict[str, Any], name: str, default: int) -> int:
+    value = options.get(name, default)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise InputError(f"option {name}={value!r} is not an integer", f"write e.g. --option {name}={default}") from None
+
+
+def _bool_option(options: dict[str, Any], name: str, default: bool) -> bool:
+    value = options.get(name, default)
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise InputError(f"option {name}={value!r} is not true/false", f"write e.g. --option {name}=true")
+
+
+def onnx_quantization_ops(onnx_path: Path) -> set[str]:
+    """The Q/DQ operator types present in the model (empty for a float model)."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    return {node.op_type for node in model.graph.node} & QDQ_OPS
+
+
+def build_config_for(onnx_path: Path, onnx_sha256: str, target: "Target", settings: CompileSettings) -> BuildConfig:
+    """Target file options, overridden by --option KEY=VALUE, plus what the ONNX itself says."""
+    options = {**target.options, **settings.options}
+    qdq = onnx_quantization_ops(onnx_path) == QDQ_OPS
+    if settings.precision == "int8" and not qdq:
+        raise InputError("TensorRT int8 needs the QDQ ONNX from the INT8 step, but this model has no Q/DQ pairs",
+                         "compile with --precision int8 through `edgevision compile`, or use --precision fp16")
+    if settings.precision != "int8" and qdq:
+        raise InputError(f"this ONNX is already quantized (Q/DQ nodes) but precision is {settings.precision}",
+                         "compile it with --precision int8")
+    shape = tuple(settings.input_shape)
+    dynamic = isinstance(shape[0], str)
+    max_batch = _int_option(options, "max_batch", DEFAULT_MAX_BATCH) if dynamic else int(shape[0])
+    opt_batch = _int_option(options, "opt_batch", 1) if dynamic else max_batch
+    return BuildConfig(onnx=MODEL_FILE, onnx_sha256=onnx_sha256, precision=settings.precision,
+                       input_name=settings.input_name, input_shape=shape, explicit_quantization=qdq,
+                       workspace_mb=_int_option(options, "workspace_mb", 1024),
+                       dla_core=_int_option(options, "dla_core", -1),
+                       gpu_fallback=_bool_option(options, "gpu_fallback", True),
+                       max_batch=max_batch, opt_batch=opt_batch,
+                       min_tensorrt=str(options.get("min_tensorrt", "10.0")))
+
+
+class TensorRTBackend(Backend):
+    name = "tensorrt"
+    extra = "tensorrt"
+    precisions = ("fp32", "fp16", "int8")
+
+    def is_available(self) -> bool:
+        try:
+            import tensorrt  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    def version(self) -> str | None:
+        try:
+            import tensorrt
+        except ImportError:
+            return None
+        return str(tensorrt.__version__)
+
+    def compile_requirements(self, target: "Target") -> list[str]:
+        # Writing ONNX + build settings needs no TensorRT: the engine is built on the device.
+        try:
+            import onnx  # noqa: F401
+        except ImportError:
+            return ["pip install 'edgevision[compile]'"]
+        return []
+
+    def compile(self, onnx_path: Path, target: "Target", settings: CompileSettings,
+                out_dir: Path) -> dict[str, Any]:
+        from ...artifact.package import sha256_file
+
+        model_path = out_dir / MODEL_FILE
+        shutil.copyfile(onnx_path, model_path)
+        config = build_config_for(model_path, sha256_file(model_path), target, settings)
+        # Plan now for the oldest and the current JetPack TensorRT: the host refuses what the device
+        # would refuse (DLA + fp32, int8 without Q/DQ), and the manifest shows the calls to expect.
+        versions = dict.fromkeys(v for v in (config.min_tensorrt, target.options.get("jetpack_tensorrt")) if v)
+        calls = {f"tensorrt {v}": plan_build(config, str(v)).render() for v in versions}
+        config.write(out_dir / BUILD_CONFIG_FILE)
+        return {"model": MODEL_FILE, "build_config": BUILD_CONFIG_FILE, "engine": "built on first load on the device",
+                "min_tensorrt": config.min_tensorrt, "note": ENGINE_NOTE, "builder_calls": calls}
+
+    def can_run(self, target: "Target") -> tuple[bool, str]:
+        why = "the TensorRT engine is built on the device at first load, not at compile time"
+        if not self.is_available():
+            return False, f"{why}; this host has no TensorRT"
+        if target.arch != platform.machine():
+            return False, f"{why}; this host is {platform.machine()}, the target {target.arch}"
+        try:
+            from .engine import import_cudart
+
+            import_cudart()
+        except ImportError:
+            return False, f"{why}; cuda-python is not installed here"
+        return True, ""
+
+    def load(self, payload_dir: Path, manifest: "Manifest", options: LoadOptions) -> "TensorRTRunner":
+        from ...artifact.package import sha256_file
+        from .engine import import_cudart, import_tensorrt, load_runner
+
+        # Fail first, in one line, on what the device is missing.
+        import_tensorrt()
+        import_cudart()
+        config_path = payload_dir / manifest.payload.get("build_config", BUILD_CONFIG_FILE)
+        try:
+            config = BuildConfig.read(config_path)
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ArtifactError(f"cannot read the TensorRT build config {config_path.name} ({err})",
+                                "recompile the artifact") from err
+        onnx_sha = sha256_file(payload_dir / config.onnx)
+        if onnx_sha != config.onnx_sha256:
+            raise ArtifactError("the artifact's ONNX does not match its TensorRT build config",
+                                "recompile the artifact")
+        cache = EngineCache(options.options.get("engine_cache"))
+        return load_runner(payload_dir, config, onnx_sha, options.device or manifest.target.device, cache)
+
+
+BACKEND = TensorRTBackend()
