@@ -25,6 +25,10 @@ class BackendUnavailable(EdgevisionError):
     """The backend's runtime or toolchain is not installed here."""
 
 
+class BackendError(EdgevisionError):
+    """The backend's runtime or compiler rejected the model (an operator or attribute it lacks)."""
+
+
 class InputError(EdgevisionError):
     """Input data (image, tensor, model file) has the wrong shape, type or content."""
 

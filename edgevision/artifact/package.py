@@ -1,6 +1,7 @@
 """Reading and writing the artifact zip, with integrity checks before anything is trusted."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -13,6 +14,7 @@ from ..errors import ArtifactError
 from .manifest import Manifest
 
 MANIFEST_NAME = "manifest.json"
+_DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 PAYLOAD_PREFIX = "payload/"
 
 
@@ -69,6 +71,17 @@ def _check_member_names(zf: zipfile.ZipFile, path: Path) -> None:
                                 "refusing it: only use artifacts from a trusted source")
 
 
+def _check_payload_references(manifest: Manifest, path: Path) -> None:
+    """A backend opens ``payload/<entry>`` for its file entries: none may climb out of the payload folder."""
+    for key, value in manifest.payload.items():
+        if not isinstance(value, str) or any(c.isspace() for c in value):
+            continue  # not a file name (free text such as notes)
+        name = value.replace("\\", "/")
+        if name.startswith("/") or ".." in PurePosixPath(name).parts:
+            raise ArtifactError(f"artifact {path}: payload entry {key}={value!r} points outside the artifact",
+                                "refusing it: only use artifacts from a trusted source")
+
+
 def _manifest_from(zf: zipfile.ZipFile, path: Path) -> Manifest:
     _check_member_names(zf, path)
     try:
@@ -104,6 +117,7 @@ def unpack(path: Path, dest: Path) -> Manifest:
             raise ArtifactError(f"artifact {path} members do not match its manifest "
                                 f"(unexpected {extra}, missing {missing})",
                                 "it was modified or truncated: copy or compile it again")
+        _check_payload_references(manifest, path)
         dest = Path(dest)
         for name in sorted(expected):
             digest = hashlib.sha256()
@@ -115,6 +129,8 @@ def unpack(path: Path, dest: Path) -> Manifest:
                         digest.update(chunk)
                         out.write(chunk)
             except (zipfile.BadZipFile, OSError, EOFError) as err:
+                if isinstance(err, OSError) and err.errno in _DISK_FULL:
+                    raise  # the destination is full: not the artifact's fault
                 raise ArtifactError(f"cannot read member {name} of {path} ({err})",
                                     "the artifact is corrupt: copy or compile it again") from err
             if digest.hexdigest() != manifest.files[name]:

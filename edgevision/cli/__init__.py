@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import pkgutil
@@ -46,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:
         if args.debug:
             raise
-        hint = " — free some disk space" if err.errno == 28 else " — check the path and permissions"
+        disk_full = err.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+        hint = " — free some disk space or write elsewhere" if disk_full else " — check the path and permissions"
         console.error(f"{err.strerror or err}: {err.filename or ''}{hint}".replace(": —", " —"))
         return 2
 

@@ -15,6 +15,7 @@ from .. import __version__
 from ..artifact import Manifest, TensorSpec, write_artifact
 from ..artifact.manifest import AccuracyReport
 from ..backends import CompileSettings, LoadOptions, get_backend
+from ..diagnostics import translated
 from ..errors import BackendUnavailable, EdgevisionError, InputError
 from ..targets import Target, get_target
 from . import gate
@@ -87,7 +88,10 @@ def _onnxruntime_predict(onnx_path: Path) -> gate.Predict:
     except ImportError as err:
         raise BackendUnavailable("the accuracy gate needs ONNX Runtime as its reference",
                                  "pip install 'edgevision[compile]'") from err
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # its failure comes back as one line below, not as an extra log line
+    with translated("onnxruntime", "run this ONNX model (the accuracy gate's reference)"):
+        session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return lambda x: session.run(None, {name: x})[0]
 
@@ -120,8 +124,7 @@ def compile_model(request: CompileRequest, progress: Progress | None = None) -> 
     precision = _precision(target, request.precision)
     missing = backend.compile_requirements(target)
     if missing:
-        raise BackendUnavailable(f"cannot compile for {target.name} with {backend.name} here: "
-                                 f"{'; '.join(missing)}", missing[-1])
+        raise BackendUnavailable(f"cannot compile for {target.name} with {backend.name} here", "; ".join(missing))
 
     step("loading model")
     spec = load_source(request.model, arch=request.arch, trust_remote_code=request.trust_remote_code)
@@ -157,7 +160,8 @@ def compile_model(request: CompileRequest, progress: Progress | None = None) -> 
         step(f"compiling for {target.name} with {backend.name} {backend.version() or ''}".rstrip())
         payload_dir = work / "payload"
         payload_dir.mkdir()
-        payload = backend.compile(onnx_path, target, settings, payload_dir)
+        with translated(backend.name, f"compile this model for {target.name}"):
+            payload = backend.compile(onnx_path, target, settings, payload_dir)
 
         manifest = Manifest(
             model_name=spec.name, target=target, backend=backend.name,
@@ -192,14 +196,16 @@ def _gate(backend: Any, target: Target, manifest: Manifest, payload_dir: Path, o
     threshold = request.min_agreement if request.min_agreement is not None else gate.DEFAULT_THRESHOLDS[precision]
     can_run, why = backend.can_run(target)
     if can_run:
-        runner = backend.load(payload_dir, manifest, LoadOptions())
+        with translated(backend.name, "load the compiled model"):
+            runner = backend.load(payload_dir, manifest, LoadOptions())
         candidate_name, predict, note = f"{backend.name} {target.device} {precision}", runner.run, ""
     else:
         # The payload cannot execute here; check what can be checked: the exported graph itself.
         candidate_name = f"onnxruntime on the exported {'QDQ ' if precision == 'int8' else ''}ONNX"
         predict = _onnxruntime_predict(onnx_path)
         note = f"compiled payload not executed on this host ({why}); verify on the device"
-    candidate = gate.run_batched(predict, val_inputs, batch)
+    with translated(backend.name if can_run else "onnxruntime", "run the compiled model"):
+        candidate = gate.run_batched(predict, val_inputs, batch)
     cmp = gate.compare(reference, candidate)
     if request.accuracy_report is not None:
         gate.write_report(cmp, labels, Path(request.accuracy_report))

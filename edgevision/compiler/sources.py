@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import re
 import sys
 import zipfile
 from pathlib import Path
@@ -89,12 +90,24 @@ def _load_weights(path: Path, trust_remote_code: bool) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust_remote_code)
     except pickle.UnpicklingError as err:
-        raise InputError(f"{path} holds pickled Python objects, not just weights",
+        # weights_only refuses a global it does not allow-list ("Unsupported global: GLOBAL mod.Cls");
+        # any other unpickling failure means the bytes are not a pickle at all.
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        if trust_remote_code or found is None:
+            raise InputError(f"cannot read model file {path}: it is corrupt or not a PyTorch file",
+                             "save it again with torch.save, torch.jit.save or torch.export.save") from err
+        raise InputError(f"{path} holds pickled Python objects ({found.group(1)}), not just weights",
                          "save a state_dict or TorchScript instead, or pass --trust-remote-code "
                          "if you trust who made the file") from err
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         raise InputError(f"cannot read model file {path}: {str(err).splitlines()[0]}",
                          "it is corrupt or not a PyTorch file") from err
+    except (ImportError, AttributeError) as err:  # only reachable with trust_remote_code: full unpickling
+        raise InputError(f"{path} needs the code that defined its classes: {err}",
+                         "put the module defining the model class on PYTHONPATH") from err
+    except Exception as err:  # a full unpickler fails in arbitrary ways on garbage
+        raise InputError(f"cannot read model file {path}: it is corrupt or not a PyTorch file "
+                         f"({type(err).__name__})", "save it again with torch.save") from err
 
 
 def load_source(ref: str | None, arch: str | None = None, trust_remote_code: bool = False) -> ModelSpec:

@@ -11,7 +11,8 @@ import numpy as np
 
 from ..artifact import Manifest, unpack
 from ..backends import LoadOptions, Runner, get_backend
-from ..errors import ArtifactError, InputError
+from ..diagnostics import translated
+from ..errors import ArtifactError, InputError, TargetError
 from ..preprocess import preprocess, preprocess_batch
 
 if TYPE_CHECKING:
@@ -136,8 +137,14 @@ def load(path: str | Path, threads: int | None = None, device: str | None = None
             raise ArtifactError(f"{path.name} was compiled for {manifest.target.arch} ({manifest.target.name}), "
                                 f"this machine is {host}",
                                 f"compile for a {host} target, or copy the artifact to a {manifest.target.arch} device")
-        backend = get_backend(manifest.backend)
-        runner = backend.load(Path(workdir.name) / "payload", manifest, LoadOptions(threads=threads, device=device))
+        try:
+            backend = get_backend(manifest.backend)
+        except TargetError as err:
+            raise ArtifactError(f"{path.name} was built for backend '{manifest.backend}', which this edgevision "
+                                f"does not provide", "install the package that adds that backend, or compile for "
+                                "a target listed by `edgevision targets`") from err
+        with translated(backend.name, f"load {path.name}"):
+            runner = backend.load(Path(workdir.name) / "payload", manifest, LoadOptions(threads=threads, device=device))
     except BaseException:
         workdir.cleanup()
         raise
