@@ -6,7 +6,7 @@ are interleaved across rows, and the report records the host, library versions a
 from .hostinfo import host_info
 from .results import (SCHEMA, BenchReport, BenchSettings, EndToEndResult, HostInfo, LatencyStats, MemoryResult,
                       ModelOnlyResult, RowResult)
-from .session import Candidate, RpcEndpoint, run_benchmark
+from .session import Candidate, run_benchmark
 
 __all__ = ["SCHEMA", "BenchReport", "BenchSettings", "Candidate", "EndToEndResult", "HostInfo", "LatencyStats",
-           "MemoryResult", "ModelOnlyResult", "RowResult", "RpcEndpoint", "host_info", "run_benchmark"]
+           "MemoryResult", "ModelOnlyResult", "RowResult", "host_info", "run_benchmark"]

@@ -33,8 +33,8 @@ class LatencyStats:
     warmup: int
     mean_ms: float
     p50_ms: float
-    p90_ms: float
-    p99_ms: float
+    p90_ms: float | None  # None only where the timer reports a summary, not every call
+    p99_ms: float | None
     min_ms: float
     max_ms: float
     std_ms: float
@@ -47,6 +47,13 @@ class LatencyStats:
         return cls(iterations=len(values), warmup=warmup, mean_ms=mean,
                    p50_ms=percentile(values, 50), p90_ms=percentile(values, 90),
                    p99_ms=percentile(values, 99), min_ms=values[0], max_ms=values[-1], std_ms=math.sqrt(var))
+
+    @classmethod
+    def from_summary(cls, iterations: int, warmup: int, mean_ms: float, p50_ms: float, min_ms: float,
+                     max_ms: float, std_ms: float) -> "LatencyStats":
+        """For timers that only report aggregates (TVM's time_evaluator): no p90/p99 invented."""
+        return cls(iterations=iterations, warmup=warmup, mean_ms=mean_ms, p50_ms=p50_ms, p90_ms=None,
+                   p99_ms=None, min_ms=min_ms, max_ms=max_ms, std_ms=std_ms)
 
 
 @dataclass(frozen=True)
@@ -180,10 +187,11 @@ class BenchReport:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
     def baseline(self) -> RowResult | None:
-        """Torch eager when measured, else the first measured row: what the "x" column divides by."""
+        """Torch eager when measured, else the first row measured on this host: what "x" divides by."""
         measured = [r for r in self.rows if r.ok and r.model_only]
         torch_rows = [r for r in measured if r.kind == "torch"]
-        return (torch_rows or measured or [None])[0]
+        local = [r for r in measured if r.kind != "rpc"]
+        return (torch_rows or local or measured or [None])[0]
 
 
 def write_atomic(path: Path, data: bytes) -> Path:

@@ -5,6 +5,7 @@ row a little instead of one row a lot, so the ratios between rows stay meaningfu
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import EdgevisionError, InputError
+from ..remote import RemoteDevice
 from .hostinfo import host_info
 from .results import (BenchReport, BenchSettings, EndToEndResult, LatencyStats, MemoryResult, ModelOnlyResult,
                       RowResult)
@@ -30,26 +32,6 @@ STEP_TIMEOUT_S = 900.0
 
 
 @dataclass(frozen=True)
-class RpcEndpoint:
-    """A board running ``python -m tvm.exec.rpc_server`` (directly or through a tracker)."""
-
-    host: str
-    port: int
-    key: str | None = None  # with a key, host:port is a tracker; without, the board's own server
-    session_timeout_s: int = 120
-
-    @classmethod
-    def parse(cls, text: str, key: str | None = None) -> "RpcEndpoint":
-        host, _, port = text.rpartition(":")
-        if not host or not port.isdigit():
-            raise InputError(f"--rpc {text!r} is not HOST:PORT", "write e.g. --rpc 192.168.1.20:9090")
-        return cls(host, int(port), key)
-
-    def label(self) -> str:
-        return f"{self.key or 'board'} via RPC {self.host}:{self.port}"
-
-
-@dataclass(frozen=True)
 class Candidate:
     """One row to measure: an artifact, the torch eager reference, or an artifact on a remote board."""
 
@@ -57,7 +39,7 @@ class Candidate:
     label: str
     artifact: Path | None = None
     model: str | None = None  # torch: model reference (None: the default model)
-    rpc: RpcEndpoint | None = None
+    rpc: RemoteDevice | None = None
     call: str = "model"  # artifact: "model" times Model.run, "runner" the backend runner alone
 
     @classmethod
@@ -69,8 +51,8 @@ class Candidate:
         return cls("torch", "torch eager fp32", model=model)
 
     @classmethod
-    def remote(cls, path: Path, endpoint: RpcEndpoint) -> "Candidate":
-        return cls("rpc", f"{_artifact_label(Path(path))} @ {endpoint.key or endpoint.host}",
+    def remote(cls, path: Path, endpoint: RemoteDevice) -> "Candidate":
+        return cls("rpc", f"{_artifact_label(Path(path))} (RPC)",
                    artifact=Path(path), rpc=endpoint)
 
 
@@ -160,7 +142,7 @@ def _prepare(candidate: Candidate) -> RowResult:
     from ..artifact import read_manifest
     from ..backends import get_backend
 
-    device = candidate.rpc.label() if candidate.rpc else "this host"
+    device = f"{candidate.rpc} via TVM RPC" if candidate.rpc else "this host"
     row = RowResult(label=candidate.label, kind=candidate.kind, device=device, status="pending")
     if candidate.kind == "torch":
         row.model, row.target, row.backend, row.precision = candidate.model or "default", "torch-eager", "torch", "fp32"
@@ -229,15 +211,24 @@ def run_benchmark(candidates: list[Candidate], settings: BenchSettings,
             samples[i] = {"latencies_ms": [], "wall_s": 0.0, "images": 0, "call": reply["call"],
                           "rss_after_load_mb": reply["rss_mb"], "rounds": 0}
 
-        for i, worker in list(workers.items()):
-            if settings.warmup:
+        local = [i for i in workers if candidates[i].kind != "rpc"]
+        for i in [i for i in workers if candidates[i].kind == "rpc"]:
+            # The board times itself (time_evaluator runs it once first); nothing to interleave with.
+            step(f"timing {rows[i].label} on {rows[i].device}")
+            reply = _guarded(rows, workers, i, lambda w: w.request(op="time", iterations=settings.iterations))
+            if reply is not None:
+                rows[i].model_only = _remote_model_only(reply, samples[i]["call"])
+                rows[i].status = "ok"
+
+        for i in local:
+            if i in workers and settings.warmup:
                 step(f"warming up {rows[i].label} ({settings.warmup} calls)")
                 _guarded(rows, workers, i, lambda w: w.request(op="time", iterations=settings.warmup))
 
         sizes = split_rounds(settings.iterations, settings.rounds)
         for r, size in enumerate(sizes, 1):
             step(f"timing round {r}/{len(sizes)}: {size} calls per row, rows interleaved")
-            for i in list(workers):
+            for i in [i for i in local if i in workers]:
                 reply = _guarded(rows, workers, i, lambda w: w.request(op="time", iterations=size, prime=1))
                 if reply is not None:
                     s = samples[i]
@@ -247,7 +238,7 @@ def run_benchmark(candidates: list[Candidate], settings: BenchSettings,
                     s["rounds"] += 1
 
         peaks: dict[int, float] = {}
-        for i in list(workers):
+        for i in [i for i in local if i in workers]:  # a board's memory is not this host's to measure
             reply = _guarded(rows, workers, i, lambda w: w.request(op="memory"))
             if reply is not None:
                 peaks[i] = reply["peak_rss_mb"]
@@ -283,11 +274,8 @@ def run_benchmark(candidates: list[Candidate], settings: BenchSettings,
     return BenchReport(host=host, settings=settings, rows=rows)
 
 
-def _rpc_dict(endpoint: RpcEndpoint | None) -> dict[str, Any] | None:
-    if endpoint is None:
-        return None
-    return {"host": endpoint.host, "port": endpoint.port, "key": endpoint.key,
-            "session_timeout_s": endpoint.session_timeout_s}
+def _rpc_dict(endpoint: RemoteDevice | None) -> dict[str, Any] | None:
+    return None if endpoint is None else dataclasses.asdict(endpoint)
 
 
 def _apply_load(row: RowResult, reply: dict[str, Any]) -> None:
@@ -309,6 +297,16 @@ def _guarded(rows: list[RowResult], workers: dict[int, Worker], i: int,
         rows[i].status, rows[i].reason = "failed", str(err)
         workers.pop(i).close()
         return None
+
+
+def _remote_model_only(reply: dict[str, Any], call: str) -> ModelOnlyResult:
+    if reply.get("latencies_ms"):
+        latency = LatencyStats.from_samples(reply["latencies_ms"], warmup=1)
+    else:
+        latency = LatencyStats.from_summary(reply["iterations"], 1, **reply["summary"])
+    return ModelOnlyResult(call=call, batch=reply["images"] // reply["iterations"], threads=reply["remote_threads"],
+                           parallel_requests=1, rounds=1, latency=latency, images=reply["images"],
+                           wall_s=reply["wall_s"], throughput_fps=reply["images"] / reply["wall_s"])
 
 
 def _model_only(sample: dict[str, Any], settings: BenchSettings) -> ModelOnlyResult:

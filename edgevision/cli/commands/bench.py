@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,9 +10,6 @@ from ..console import Console
 
 if TYPE_CHECKING:
     from ...bench import BenchReport, Candidate, RowResult
-
-DEFAULT_MODEL_NAME = "efficientnet-lite0"
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -91,25 +87,18 @@ def runnable_targets() -> list[str]:
     return names
 
 
-def model_slug(model: str | None) -> str:
-    if not model:
-        return DEFAULT_MODEL_NAME
-    stem = Path(model.split(":")[0]).stem or model
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", stem)
-
-
 def compile_candidates(args: argparse.Namespace, console: Console) -> tuple[list["Candidate"], list["RowResult"]]:
     """Compile the requested targets; a target that cannot run here becomes a skipped row, not an error."""
-    from ...artifact import read_manifest
     from ...backends import get_backend
     from ...bench import Candidate, RowResult
-    from ...bench.session import RpcEndpoint
+    from ...bench.artifacts import ensure_compiled, model_slug
+    from ...remote import RemoteDevice
     from ...errors import EdgevisionError
     from ...targets import get_target
     from .compile import parse_options
 
     options = parse_options(args.option)
-    endpoint = RpcEndpoint.parse(args.rpc, args.key) if args.rpc else None
+    endpoint = RemoteDevice.parse(args.rpc, args.key) if args.rpc else None
     text = args.targets or "auto"
     wanted: list[tuple[str, str | None]] = []
     for name, precision in parse_targets(text):
@@ -128,14 +117,16 @@ def compile_candidates(args: argparse.Namespace, console: Console) -> tuple[list
         remote = endpoint is not None and target.backend == "tvm"
         ok, why = (True, "") if remote else backend.can_run(target)
         if not ok:
+            if target.backend == "tvm":
+                why += "; time it on the board with --rpc HOST:PORT --key KEY"
             unrunnable.append(RowResult(label=label, kind="artifact", device="this host", status="skipped",
                                         reason=f"not runnable here: {why}", target=target.name,
                                         backend=target.backend, precision=precision))
             continue
-        out = args.out / f"{model_slug(args.model)}.{target.name}.{precision}.evpkg"
         try:
-            if not (args.reuse and _reusable(out, target.name, precision, read_manifest)):
-                _compile(args, target.name, precision, out, options, console)
+            with console.status(f"compiling {model_slug(args.model)} for {target.name} ({precision})") as step:
+                out = ensure_compiled(args.model, target.name, precision, args.out, reuse=args.reuse,
+                                      threads=args.threads, options=options, progress=step)
         except EdgevisionError as err:
             unrunnable.append(RowResult(label=label, kind="artifact", device="this host", status="failed",
                                         reason=f"compile failed: {err}", target=target.name,
@@ -145,36 +136,15 @@ def compile_candidates(args: argparse.Namespace, console: Console) -> tuple[list
     return candidates, unrunnable
 
 
-def _reusable(path: Path, target: str, precision: str, read_manifest) -> bool:
-    from ...errors import EdgevisionError
-
-    if not path.is_file():
-        return False
-    try:
-        m = read_manifest(path)
-    except EdgevisionError:
-        return False
-    return m.target.name == target and m.precision == precision
-
-
-def _compile(args: argparse.Namespace, target: str, precision: str, out: Path, options: dict[str, str],
-             console: Console) -> None:
-    from ...compiler import CompileRequest, compile_model
-
-    with console.status(f"compiling {model_slug(args.model)} for {target} ({precision})") as step:
-        compile_model(CompileRequest(model=args.model, target=target, precision=precision, output=out,
-                                     threads=args.threads, options=options), progress=step)
-
-
 def artifact_candidates(args: argparse.Namespace) -> list["Candidate"]:
     import platform
 
     from ...artifact import read_manifest
     from ...bench import Candidate
-    from ...bench.session import RpcEndpoint
+    from ...remote import RemoteDevice
     from ...errors import EdgevisionError
 
-    endpoint = RpcEndpoint.parse(args.rpc, args.key) if args.rpc else None
+    endpoint = RemoteDevice.parse(args.rpc, args.key) if args.rpc else None
     found = []
     for path in args.artifacts:
         remote = False
