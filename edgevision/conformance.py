@@ -1,0 +1,372 @@
+"""ONNX backend node tests for the operators image classifiers use, run through every backend here.
+
+The cases are ONNX's own (``onnx.backend.test``): a one-node model, its inputs and the expected
+outputs from ONNX's reference implementation. Each backend runs each case and the result is compared
+with the case's own tolerances (``rtol``/``atol``), as ONNX's backend test runner does.
+
+Two ways to present a case to a backend:
+
+* ``constants`` (default): every input but the first becomes an initializer. That is how an
+  exported classifier presents these operators: weights, shapes, pads and scales are constants.
+  Compilers such as TVM need them constant to plan memory and shapes.
+* ``inputs``: every input is fed at run time, exactly as the ONNX test defines it.
+
+TVM is called directly (``tvm.relax.frontend.onnx.from_onnx`` + ``tvm.compile`` for ``llvm``):
+the conformance run checks the compiler, not edgevision's TVM backend plugin.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from .diagnostics import summarize
+from .errors import BackendUnavailable, EdgevisionError
+
+log = logging.getLogger(__name__)
+
+# Operator -> module of onnx.backend.test.case.node that defines its cases.
+OPERATORS: dict[str, str] = {
+    "Conv": "conv", "ConvTranspose": "convtranspose", "Relu": "relu", "Clip": "clip",
+    "HardSwish": "hardswish", "HardSigmoid": "hardsigmoid", "Sigmoid": "sigmoid", "MaxPool": "maxpool",
+    "AveragePool": "averagepool", "GlobalAveragePool": "globalaveragepool",
+    "BatchNormalization": "batch_normalization", "Add": "add", "Mul": "mul", "Concat": "concat",
+    "Reshape": "reshape", "Flatten": "flatten", "Gemm": "gemm", "MatMul": "matmul", "Softmax": "softmax",
+    "Transpose": "transpose", "Pad": "pad", "Resize": "resize",
+}
+FEED_MODES = ("constants", "inputs")
+
+_ALIGN_CORNERS_SCALES = ("ONNX's reference puts the unrounded output length (4 x 0.6 = 2.4) into the "
+                         "align_corners formula; the runtime uses the rounded size 2. Only non-integer "
+                         "downscales are affected")
+# (backend, reason, cases) of the default feed mode ("constants"), measured with onnxruntime 1.31.1,
+# openvino 2026.4.1 and apache-tvm 0.27.0 against onnx 1.23 cases. Reasons are what the case exercises.
+KNOWN_FAILURES: list[tuple[str, str, tuple[str, ...]]] = [
+    ("onnxruntime", _ALIGN_CORNERS_SCALES, ("test_resize_downsample_scales_linear_align_corners",
+                                            "test_resize_downsample_scales_cubic_align_corners")),
+    ("openvino", _ALIGN_CORNERS_SCALES, ("test_resize_downsample_scales_linear_align_corners",
+                                         "test_resize_downsample_scales_cubic_align_corners")),
+    ("openvino", "ceil_mode keeps a last window that starts outside the input (ONNX and PyTorch drop it): "
+                 "output 2x2 instead of 1x1", ("test_maxpool_2d_ceil_output_size_reduce_by_one",)),
+    ("openvino", "Pad mode 'wrap' (opset 19) is not supported by the ONNX importer", ("test_wrap_pad",)),
+    ("openvino", "Resize coordinate modes tf_crop_and_resize and half_pixel_symmetric are not supported",
+     ("test_resize_tf_crop_and_resize", "test_resize_tf_crop_and_resize_axes_2_3",
+      "test_resize_tf_crop_and_resize_axes_3_2", "test_resize_tf_crop_and_resize_extrapolation_value",
+      "test_resize_downsample_scales_linear_half_pixel_symmetric",
+      "test_resize_upsample_scales_linear_half_pixel_symmetric")),
+    ("openvino", "Resize antialias=1 (opset 18) is ignored: plain interpolation instead of a low-pass",
+     ("test_resize_downsample_scales_linear_antialias", "test_resize_downsample_sizes_linear_antialias",
+      "test_resize_downsample_scales_cubic_antialias", "test_resize_downsample_sizes_cubic_antialias")),
+    ("openvino", "Resize cubic exclude_outside=1 is ignored (weights outside the input are not dropped)",
+     ("test_resize_downsample_scales_cubic_A_n0p5_exclude_outside",
+      "test_resize_upsample_scales_cubic_A_n0p5_exclude_outside")),
+    ("openvino", "Resize keep_aspect_ratio_policy (opset 18) is ignored: wrong output shape",
+     ("test_resize_downsample_sizes_nearest_not_larger", "test_resize_downsample_sizes_nearest_not_smaller",
+      "test_resize_upsample_sizes_nearest_not_larger", "test_resize_upsample_sizes_nearest_not_smaller")),
+    ("tvm", "ConvTranspose output_shape attribute is ignored: wrong output shape", ("test_convtranspose_output_shape",)),
+    ("tvm", "the ONNX importer reads only Constant's 'value', not 'value_float' used by HardSigmoid's "
+            "function body (the HardSigmoid op itself passes)",
+     ("test_hardsigmoid_expanded_ver18", "test_hardsigmoid_default_expanded_ver18",
+      "test_hardsigmoid_example_expanded_ver18")),
+    ("tvm", "MaxPool's second output (argmax Indices) is not produced",
+     ("test_maxpool_with_argmax_2d_precomputed_pads", "test_maxpool_with_argmax_2d_precomputed_strides")),
+    ("tvm", "BatchNormalization training_mode=1: running mean/var outputs are not updated (inference is "
+            "unaffected)", ("test_batchnorm_epsilon_training_mode", "test_batchnorm_example_training_mode")),
+    ("tvm", "Resize with a non-integer scale derives coordinates from the rounded output size, not from "
+            "the given scale", ("test_resize_downsample_scales_linear", "test_resize_downsample_scales_cubic",
+                               "test_resize_downsample_scales_cubic_A_n0p5_exclude_outside")),
+    ("tvm", "align_corners with a non-integer downscale: divides by zero at compile time",
+     ("test_resize_downsample_scales_linear_align_corners",)),
+    ("tvm", _ALIGN_CORNERS_SCALES, ("test_resize_downsample_scales_cubic_align_corners",)),
+    ("tvm", "Resize antialias=1 (opset 18) is ignored",
+     ("test_resize_downsample_scales_linear_antialias", "test_resize_downsample_sizes_linear_antialias",
+      "test_resize_downsample_scales_cubic_antialias", "test_resize_downsample_sizes_cubic_antialias")),
+    ("tvm", "Resize coordinate mode half_pixel_symmetric is not supported",
+     ("test_resize_downsample_scales_linear_half_pixel_symmetric",
+      "test_resize_upsample_scales_linear_half_pixel_symmetric")),
+    ("tvm", "Resize 'axes' attribute (opset 18) is not supported",
+     ("test_resize_upsample_scales_nearest_axes_2_3", "test_resize_upsample_scales_nearest_axes_3_2",
+      "test_resize_upsample_sizes_nearest_axes_2_3", "test_resize_upsample_sizes_nearest_axes_3_2",
+      "test_resize_tf_crop_and_resize_axes_2_3", "test_resize_tf_crop_and_resize_axes_3_2")),
+    ("tvm", "Resize keep_aspect_ratio_policy (opset 18) is not supported",
+     ("test_resize_downsample_sizes_nearest_not_larger", "test_resize_downsample_sizes_nearest_not_smaller",
+      "test_resize_upsample_sizes_nearest_not_larger", "test_resize_upsample_sizes_nearest_not_smaller")),
+]
+
+
+def known_failure(backend: str, case: str) -> str | None:
+    """Why ``backend`` is known to fail ``case`` (default feed mode), or None when it should pass."""
+    for name, reason, cases in KNOWN_FAILURES:
+        if name == backend and case in cases:
+            return reason
+    return None
+_NODE_PACKAGE = "onnx.backend.test.case.node"
+
+
+@dataclass(frozen=True)
+class NodeCase:
+    name: str
+    op: str
+    model: Any  # onnx.ModelProto
+    data_sets: list[tuple[list[np.ndarray], list[np.ndarray]]]
+    rtol: float
+    atol: float
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    backend: str
+    op: str
+    case: str
+    passed: bool
+    detail: str = ""  # why it failed: the error's first line or the size of the mismatch
+
+
+@dataclass
+class OpTally:
+    passed: int = 0
+    total: int = 0
+    failed: list[str] = field(default_factory=list)
+
+
+def _attribute(cases: Iterable[Any], ops: set[str]) -> list[NodeCase]:
+    """Keep the cases of ``ops``: one-node models of that op, plus their ``_expanded`` function bodies."""
+    by_name = {c.name: c for c in cases}
+    picked = []
+    for case in by_name.values():
+        base = by_name.get(case.name.split("_expanded")[0])
+        if base is None or len(base.model.graph.node) != 1:
+            continue
+        op = base.model.graph.node[0].op_type
+        if op in ops:
+            data = [([np.asarray(x) for x in inputs], [np.asarray(y) for y in outputs])
+                    for inputs, outputs in case.data_sets]
+            picked.append(NodeCase(case.name, op, case.model, data, case.rtol, case.atol))
+    return sorted(picked, key=lambda c: (list(OPERATORS).index(c.op) if c.op in OPERATORS else 99, c.name))
+
+
+def load_cases(ops: Sequence[str] | None = None, full_suite: bool = False) -> list[NodeCase]:
+    """ONNX node test cases for ``ops`` (default: all of OPERATORS).
+
+    ``full_suite`` builds all ~1900 cases with ``load_model_tests(kind='node')`` (~25 s) and filters
+    them; otherwise only the modules defining ``ops`` are imported, which yields the same cases.
+    """
+    try:
+        import onnx.backend.test.case.node as node_cases
+        from onnx.backend.test.loader import load_model_tests
+    except ImportError as err:
+        raise BackendUnavailable("the conformance run needs the onnx package", "pip install 'edgevision[compile]'") from err
+    wanted = list(ops) if ops else list(OPERATORS)
+    unknown = [op for op in wanted if op not in OPERATORS]
+    if unknown:
+        raise EdgevisionError(f"no conformance cases for operator(s) {', '.join(unknown)}",
+                              f"choose from {', '.join(OPERATORS)}")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the case generators divide by zero on purpose
+        if full_suite:
+            cases = load_model_tests(kind="node")
+        else:
+            for op in wanted:
+                importlib.import_module(f"{_NODE_PACKAGE}.{OPERATORS[op]}")
+            cases = node_cases._NodeTestCases
+    return _attribute(cases, set(wanted))
+
+
+def with_constant_params(model: Any, inputs: list[np.ndarray]) -> tuple[Any, list[np.ndarray]]:
+    """The same model with every input but the first turned into an initializer."""
+    import onnx
+    from onnx import numpy_helper
+
+    frozen = onnx.ModelProto()
+    frozen.CopyFrom(model)
+    graph_inputs = list(frozen.graph.input)
+    for graph_input, value in zip(graph_inputs[1:], inputs[1:]):
+        frozen.graph.initializer.append(numpy_helper.from_array(np.asarray(value), graph_input.name))
+        frozen.graph.input.remove(graph_input)
+    return frozen, inputs[:1]
+
+
+# A runner takes (onnx.ModelProto, list of input arrays) and returns the list of output arrays.
+RunCase = Callable[[Any, list[np.ndarray]], list[np.ndarray]]
+
+
+def _onnxruntime_runner() -> RunCase:
+    import onnxruntime as ort
+
+    def run(model: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        feed = {i.name: x for i, x in zip(session.get_inputs(), inputs)}
+        return [np.asarray(y) for y in session.run(None, feed)]
+    return run
+
+
+def _openvino_runner() -> RunCase:
+    import openvino as ov
+
+    core = ov.Core()
+
+    def run(model: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        compiled = core.compile_model(core.read_model(model.SerializeToString(), b""), "CPU",
+                                      {"INFERENCE_PRECISION_HINT": "f32"})  # fp32, as edgevision's fp32 artifacts
+        results = compiled(list(inputs))
+        return [np.asarray(results[out]) for out in compiled.outputs]
+    return run
+
+
+def _tvm_runner() -> RunCase:
+    import tvm
+    from tvm import relax
+    from tvm.relax.frontend.onnx import from_onnx
+
+    target = tvm.target.Target({"kind": "llvm"})
+
+    def run(model: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        names = [i.name for i in model.graph.input]
+        module = from_onnx(model, shape_dict={n: list(x.shape) for n, x in zip(names, inputs)},
+                           keep_params_in_input=False)
+        vm = relax.VirtualMachine(tvm.compile(module, target=target), tvm.cpu())
+        out = vm["main"](*[tvm.runtime.tensor(np.asarray(x, order="C")) for x in inputs])  # keeps 0-d inputs 0-d
+        outs = out if isinstance(out, (list, tuple)) or not hasattr(out, "numpy") else [out]
+        return [np.asarray(o.numpy()) for o in outs]
+    return run
+
+
+BACKENDS: dict[str, tuple[str, Callable[[], RunCase]]] = {
+    # name -> (module that must import, runner factory)
+    "onnxruntime": ("onnxruntime", _onnxruntime_runner),
+    "openvino": ("openvino", _openvino_runner),
+    "tvm": ("tvm", _tvm_runner),
+}
+
+
+def available_backends() -> list[str]:
+    return [name for name, (module, _) in BACKENDS.items() if importlib.util.find_spec(module) is not None]
+
+
+def _reason(err: BaseException) -> str:
+    return f"{type(err).__name__}: {summarize(err)}"[:300]
+
+
+def compare(expected: list[np.ndarray], got: list[np.ndarray], rtol: float, atol: float) -> str:
+    """Empty when ``got`` matches ``expected`` within tolerance, else what differs."""
+    if len(got) < len(expected):
+        return f"{len(got)} outputs, expected {len(expected)}"
+    for i, (want, have) in enumerate(zip(expected, got)):
+        if tuple(want.shape) != tuple(have.shape):
+            return f"output {i} shape {tuple(have.shape)}, expected {tuple(want.shape)}"
+        if not np.allclose(have.astype(np.float64), want.astype(np.float64), rtol=rtol, atol=atol, equal_nan=True):
+            diff = float(np.max(np.abs(have.astype(np.float64) - want.astype(np.float64))))
+            return f"output {i} max|diff| {diff:.3g} (rtol {rtol:g}, atol {atol:g})"
+    return ""
+
+
+def run_case(run: RunCase, case: NodeCase, feed: str = "constants") -> str:
+    """Empty string when the backend reproduces every data set of ``case``, else the reason."""
+    for inputs, outputs in case.data_sets:
+        model = case.model
+        if feed == "constants":
+            model, inputs = with_constant_params(model, inputs)
+        try:
+            got = run(model, inputs)
+        except Exception as err:  # each backend raises its own types; the case records the reason
+            return _reason(err)
+        mismatch = compare(outputs, got, case.rtol, case.atol)
+        if mismatch:
+            return mismatch
+    return ""
+
+
+def run_conformance(cases: Sequence[NodeCase], backends: Sequence[str] | None = None, feed: str = "constants",
+                    progress: Callable[[str], None] | None = None) -> list[CaseResult]:
+    if feed not in FEED_MODES:
+        raise EdgevisionError(f"unknown feed mode {feed!r}", f"use one of {', '.join(FEED_MODES)}")
+    names = list(backends) if backends else available_backends()
+    results: list[CaseResult] = []
+    for name in names:
+        if name not in BACKENDS:
+            raise EdgevisionError(f"no conformance runner for backend {name!r}", f"use one of {', '.join(BACKENDS)}")
+        module, factory = BACKENDS[name]
+        try:
+            run = factory()
+        except ImportError as err:
+            raise BackendUnavailable(f"{name} is not installed here ({err})",
+                                     f"pip install 'edgevision[{name}]' or leave it out") from err
+        start = time.perf_counter()
+        for case in cases:
+            reason = _quietly(lambda: run_case(run, case, feed))
+            results.append(CaseResult(name, case.op, case.name, not reason, reason))
+        if progress:
+            passed = sum(r.passed for r in results if r.backend == name)
+            progress(f"{name}: {passed}/{len(cases)} cases passed in {time.perf_counter() - start:.1f} s")
+    return results
+
+
+def _quietly(fn: Callable[[], str]) -> str:
+    """Run ``fn`` with stdout and stderr silenced, Python's and C's: importers print their failures."""
+    import contextlib
+    import io
+    import os
+    import tempfile
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile() as sink, contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()):
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            return fn()
+        finally:
+            for fd, copy in zip((1, 2), saved):
+                os.dup2(copy, fd)
+                os.close(copy)
+
+
+def tally(results: Iterable[CaseResult]) -> dict[str, dict[str, OpTally]]:
+    """op -> backend -> passed/total and the failing case names."""
+    table: dict[str, dict[str, OpTally]] = defaultdict(lambda: defaultdict(OpTally))
+    for r in results:
+        cell = table[r.op][r.backend]
+        cell.total += 1
+        cell.passed += r.passed
+        if not r.passed:
+            cell.failed.append(r.case)
+    return table
+
+
+def markdown_table(results: Sequence[CaseResult]) -> str:
+    backends = list(dict.fromkeys(r.backend for r in results))
+    table = tally(results)
+    lines = ["| operator | " + " | ".join(backends) + " |", "|---" * (len(backends) + 1) + "|"]
+    totals = {b: OpTally() for b in backends}
+    for op in [o for o in OPERATORS if o in table]:
+        cells = []
+        for b in backends:
+            cell = table[op][b]
+            totals[b].passed += cell.passed
+            totals[b].total += cell.total
+            cells.append(f"{cell.passed}/{cell.total}")
+        lines.append(f"| {op} | " + " | ".join(cells) + " |")
+    lines.append("| **all** | " + " | ".join(f"**{t.passed}/{t.total}**" for t in totals.values()) + " |")
+    return "\n".join(lines)
+
+
+def failure_lines(results: Sequence[CaseResult]) -> list[str]:
+    """Markdown rows: backend, operator, case, the known reason (or NEW), what was observed."""
+    rows = []
+    for r in results:
+        if not r.passed:
+            reason = known_failure(r.backend, r.case) or "**NEW** (not a known failure)"
+            rows.append(f"| {r.backend} | {r.op} | `{r.case}` | {reason} | {r.detail.replace('|', '/')} |")
+    return rows
