@@ -83,10 +83,15 @@ def qdq_onnx(orin_payload, tmp_path_factory: pytest.TempPathFactory) -> Path:
         def get_next(self):
             return next(self.items, None)
 
-    out = tmp_path_factory.mktemp("qdq") / "model.qdq.onnx"
-    quantize_static(str(orin_payload[0] / MODEL_FILE), str(out), Reader(), quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
-    return out
+    def quantize(name: str, activations, symmetric: bool) -> Path:
+        out = tmp_path_factory.mktemp("qdq") / name
+        quantize_static(str(orin_payload[0] / MODEL_FILE), str(out), Reader(), quant_format=QuantFormat.QDQ,
+                        activation_type=activations, weight_type=QuantType.QInt8,
+                        extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True})
+        return out
+
+    return {"symmetric": quantize("sym.onnx", QuantType.QInt8, True),
+            "uint8": quantize("asym.onnx", QuantType.QUInt8, False)}
 
 
 def _settings(precision: str, shape=(1, 3, 224, 224), **options):
@@ -220,15 +225,45 @@ def test_host_refuses_what_the_device_would_refuse(orin_payload, tmp_path: Path)
         compile_model(CompileRequest(model=str(onnx_path), target="jetson-nano", precision="int8"))
 
 
-def test_int8_from_a_real_qdq_model_sets_int8_and_no_calibrator(qdq_onnx: Path, tmp_path: Path) -> None:
-    payload = BACKEND.compile(qdq_onnx, _target("jetson-orin"), _settings("int8"), tmp_path)
+def test_int8_from_a_real_qdq_model_sets_int8_and_no_calibrator(qdq_onnx: dict, tmp_path: Path) -> None:
+    payload = BACKEND.compile(qdq_onnx["symmetric"], _target("jetson-orin"), _settings("int8"), tmp_path)
     config = BuildConfig.read(tmp_path / BUILD_CONFIG_FILE)
     assert config.explicit_quantization and config.precision == "int8"
     calls = payload["builder_calls"]["tensorrt 10.3"]
     assert "config.set_flag(trt.BuilderFlag.INT8)" in calls and "config.set_flag(trt.BuilderFlag.FP16)" in calls
     assert not any("calibrat" in c.lower() for c in calls)
     with pytest.raises(InputError, match="already quantized"):
-        BACKEND.compile(qdq_onnx, _target("jetson-orin"), _settings("fp16"), tmp_path)
+        BACKEND.compile(qdq_onnx["symmetric"], _target("jetson-orin"), _settings("fp16"), tmp_path)
+
+
+def test_int32_bias_dequantize_is_folded_without_changing_outputs(qdq_onnx: dict, tmp_path: Path) -> None:
+    """TensorRT parses only INT8 DequantizeLinear; ONNX Runtime writes int32 biases. Folding must be exact."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    from edgevision.preprocess import PreprocessConfig, preprocess
+    from edgevision.samples import sample_image
+
+    def int32_dequantize(path: Path) -> int:
+        model = onnx.load(str(path))
+        inits = {i.name: numpy_helper.to_array(i).dtype for i in model.graph.initializer}
+        return sum(n.op_type == "DequantizeLinear" and inits.get(n.input[0]) == np.int32 for n in model.graph.node)
+
+    original = qdq_onnx["symmetric"]
+    assert int32_dequantize(original) > 0  # ONNX Runtime really writes them
+    payload = BACKEND.compile(original, _target("jetson-orin"), _settings("int8"), tmp_path)
+    folded = tmp_path / MODEL_FILE
+    assert int32_dequantize(folded) == 0 and payload["folded_int32_dequantize"] == int32_dequantize(original)
+    x = preprocess(sample_image("rocket"), PreprocessConfig())[None]
+    run = lambda p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    np.testing.assert_allclose(run(folded), run(original), rtol=0, atol=1e-5)
+
+
+def test_asymmetric_uint8_qdq_is_refused_on_the_host(qdq_onnx: dict, tmp_path: Path) -> None:
+    """TensorRT's parser asserts zero points are all 0; ONNX Runtime's default uint8 activations are not."""
+    with pytest.raises(InputError, match="uint8 zero points .* symmetric INT8 only .* --calib-method symmetric"):
+        BACKEND.compile(qdq_onnx["uint8"], _target("jetson-orin"), _settings("int8"), tmp_path)
 
 
 def test_dla_and_dynamic_batch_options_reach_the_build_config(orin_payload, tmp_path: Path) -> None:

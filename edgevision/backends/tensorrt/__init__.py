@@ -56,18 +56,88 @@ def _bool_option(options: dict[str, Any], name: str, default: bool) -> bool:
     raise InputError(f"option {name}={value!r} is not true/false", f"write e.g. --option {name}=true")
 
 
-def onnx_quantization_ops(onnx_path: Path) -> set[str]:
-    """The Q/DQ operator types present in the model (empty for a float model)."""
+def onnx_quantization_ops(onnx_path: Path, check_tensorrt: bool = False) -> set[str]:
+    """The Q/DQ operator types present in the model (empty for a float model).
+
+    With ``check_tensorrt``, also refuse what TensorRT's ONNX parser refuses: it supports symmetric
+    INT8 only, so every Q/DQ zero point must be int8 and all zeros (ONNX Runtime's default uint8
+    activations are not).
+    """
+    import numpy as np
     import onnx
+    from onnx import numpy_helper
 
     model = onnx.load(str(onnx_path), load_external_data=False)
-    return {node.op_type for node in model.graph.node} & QDQ_OPS
+    found = {node.op_type for node in model.graph.node} & QDQ_OPS
+    if not check_tensorrt or not found:
+        return found
+    constants = {init.name: init for init in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            constants[node.output[0]] = node.attribute[0].t
+    for node in model.graph.node:
+        if node.op_type not in QDQ_OPS or len(node.input) < 3 or not node.input[2]:
+            continue  # no zero point: TensorRT takes it as 0
+        zero_point = constants.get(node.input[2])
+        if zero_point is None:
+            raise InputError(f"{node.op_type} node {node.name!r} has a computed zero point; TensorRT needs constants",
+                             "quantize with --calib-method symmetric")
+        values = numpy_helper.to_array(zero_point)
+        if values.dtype != np.int8 or values.any():
+            raise InputError(f"the QDQ model has {values.dtype} zero points{' that are not 0' if values.any() else ''} "
+                             f"(node {node.name!r}); TensorRT supports symmetric INT8 only (int8 zero points of 0)",
+                             "compile with --precision int8 --calib-method symmetric")
+    return found
+
+
+def fold_int32_dequantize(onnx_path: Path) -> int:
+    """Replace DequantizeLinear of constant int32 tensors (quantized biases) by float constants.
+
+    TensorRT's parser only dequantizes INT8 (and FP8/INT4) tensors, while ONNX Runtime's quantizer
+    stores biases as int32 + DequantizeLinear. Folding computes exactly what that node computes,
+    (x - zero_point) * scale in float32, so the model's outputs do not change. Returns the count.
+    """
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    graph = model.graph
+    inits = {init.name: init for init in graph.initializer}
+    folded = []
+    for node in graph.node:
+        if node.op_type != "DequantizeLinear" or node.input[0] not in inits or node.input[1] not in inits:
+            continue
+        x = numpy_helper.to_array(inits[node.input[0]])
+        if x.dtype != np.int32:
+            continue
+        scale = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
+        zp_name = node.input[2] if len(node.input) > 2 else ""
+        zero = numpy_helper.to_array(inits[zp_name]).astype(np.int64) if zp_name in inits else np.int64(0)
+        if scale.ndim == 1 and x.ndim > 0 and scale.size > 1:
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+            axis = axis % x.ndim
+            shape = [1] * x.ndim
+            shape[axis] = -1
+            scale, zero = scale.reshape(shape), np.reshape(zero, shape) if np.ndim(zero) else zero
+        value = ((x.astype(np.int64) - zero).astype(np.float32) * scale).astype(np.float32)
+        folded.append((node, numpy_helper.from_array(value, node.output[0])))
+    if not folded:
+        return 0
+    for node, constant in folded:
+        graph.node.remove(node)
+        graph.initializer.append(constant)
+    used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+    for init in [i for i in graph.initializer if i.name not in used]:
+        graph.initializer.remove(init)
+    onnx.save(model, str(onnx_path))
+    return len(folded)
 
 
 def build_config_for(onnx_path: Path, onnx_sha256: str, target: "Target", settings: CompileSettings) -> BuildConfig:
     """Target file options, overridden by --option KEY=VALUE, plus what the ONNX itself says."""
     options = {**target.options, **settings.options}
-    qdq = onnx_quantization_ops(onnx_path) == QDQ_OPS
+    qdq = onnx_quantization_ops(onnx_path, check_tensorrt=settings.precision == "int8") == QDQ_OPS
     if settings.precision == "int8" and not qdq:
         raise InputError("TensorRT int8 needs the QDQ ONNX from the INT8 step, but this model has no Q/DQ pairs",
                          "compile with --precision int8 through `edgevision compile`, or use --precision fp16")
@@ -120,6 +190,7 @@ class TensorRTBackend(Backend):
 
         model_path = out_dir / MODEL_FILE
         shutil.copyfile(onnx_path, model_path)
+        folded = fold_int32_dequantize(model_path) if settings.precision == "int8" else 0
         config = build_config_for(model_path, sha256_file(model_path), target, settings)
         # Plan now for the oldest and the current JetPack TensorRT: the host refuses what the device
         # would refuse (DLA + fp32, int8 without Q/DQ), and the manifest shows the calls to expect.
@@ -127,7 +198,8 @@ class TensorRTBackend(Backend):
         calls = {f"tensorrt {v}": plan_build(config, str(v)).render() for v in versions}
         config.write(out_dir / BUILD_CONFIG_FILE)
         return {"model": MODEL_FILE, "build_config": BUILD_CONFIG_FILE, "engine": "built on first load on the device",
-                "min_tensorrt": config.min_tensorrt, "note": ENGINE_NOTE, "builder_calls": calls}
+                "min_tensorrt": config.min_tensorrt, "note": ENGINE_NOTE, "builder_calls": calls,
+                **({"folded_int32_dequantize": folded} if folded else {})}
 
     def can_run(self, target: "Target") -> tuple[bool, str]:
         why = "the TensorRT engine is built on the device at first load, not at compile time"
