@@ -17,7 +17,7 @@ import pytest
 
 from conftest import run_cli
 
-ITERATIONS, WARMUP, ROUNDS, FRAMES = 12, 2, 3, 20
+ITERATIONS, WARMUP, ROUNDS, FRAMES = 12, 2, 3, 50
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def test_cli_prints_both_tables_and_the_host(bench_run) -> None:
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "model only: batch 1, 1 threads, 1 parallel request(s), 12 timed calls after 2 warm-up" in out
-    assert "end to end: Model.stream on bikes.mp4, 20 frames" in out
+    assert f"end to end: Model.stream on bikes.mp4, {FRAMES} frames" in out
     for label in ("torch eager fp32", "onnxruntime-cpu fp32", "intel-cpu fp32"):
         assert label in out
     assert "host: " in out and "onnxruntime 1." in out and "openvino 20" in out
@@ -73,6 +73,8 @@ def test_json_figures_are_complete_and_consistent(bench_run) -> None:
         assert e2e["source"].endswith("bikes.mp4") and e2e["frames"] == FRAMES and e2e["fps"] > 0
         assert e2e["fps"] == pytest.approx(e2e["frames"] / e2e["duration_s"], rel=0.01)
         assert e2e["details"]["stages_ms"]["infer"]["p50"] > 0
+        # Streaming is interleaved too: 50 frames in 2 rounds of 25, merged into one figure.
+        assert [r["frames"] for r in e2e["details"]["rounds"]] == [25, 25]
         assert row["memory"]["peak_rss_end_to_end_mb"] >= row["memory"]["peak_rss_model_only_mb"]
         assert row["accuracy"]["passed"] and row["accuracy"]["top1_agreement"] == 1.0
         assert row["size_mb"] > 1 and row["model_only"]["call"] == "Model.run"
@@ -116,6 +118,11 @@ def test_batch_and_parallel_requests_are_stated_and_counted(ort_artifact: Path) 
     mo = row.model_only
     assert (mo.batch, mo.parallel_requests, mo.latency.iterations, mo.images) == (2, 2, 8, 16)
     assert mo.call == "Model.run"
+    # The worker's peak is its own, not inherited from this (torch-laden, compiling) test process.
+    parent_peak = next(int(line.split()[1]) / 1024 for line in Path("/proc/self/status").read_text().splitlines()
+                       if line.startswith("VmHWM:"))
+    assert parent_peak > 400, "the fixture compile should have loaded torch in this process"
+    assert 30 < row.memory.peak_rss_model_only_mb < parent_peak
     assert row.end_to_end is None and row.end_to_end_note.startswith("not measured")
 
 

@@ -97,7 +97,7 @@ class RowResult:
     label: str  # e.g. "intel-cpu bf16", "torch eager", "rpi4 fp32 @ rpc"
     kind: str  # "artifact", "torch" or "rpc"
     device: str  # where it ran: "this host" or the RPC board
-    status: str  # "ok", "failed" or "skipped"
+    status: str  # "ok"; "failed" (measuring broke); "skipped" (cannot run here); "unsupported" (did not compile)
     reason: str = ""
     artifact: str | None = None
     model: str = ""

@@ -11,6 +11,7 @@ import logging
 import os
 import platform
 import select
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 LOAD_TIMEOUT_S = 600.0
+MIN_STREAM_CHUNK = 25  # frames: each streaming round restarts the pipeline, whose fill costs ~1 frame
 STEP_TIMEOUT_S = 900.0
 
 
@@ -246,21 +248,31 @@ def run_benchmark(candidates: list[Candidate], settings: BenchSettings,
                 rows[i].status = "ok"
 
         e2e_peaks: dict[int, float] = {}
+        streamers = []
         for i in list(workers):
             if settings.stream_source is None:
                 rows[i].end_to_end_note = "not measured (no stream source)"
-                continue
-            if candidates[i].kind != "artifact":
+            elif candidates[i].kind != "artifact":
                 rows[i].end_to_end_note = ("not measured: streams run through an artifact"
                                            if candidates[i].kind == "torch" else "not measured on remote boards")
-                continue
-            step(f"streaming {settings.stream_frames} frames end to end through {rows[i].label}")
-            try:
-                reply = workers[i].request(op="stream", source=settings.stream_source, frames=settings.stream_frames)
-                rows[i].end_to_end = EndToEndResult(**reply)
-                e2e_peaks[i] = workers[i].request(op="memory")["peak_rss_mb"]
-            except WorkerError as err:
-                rows[i].end_to_end_note = f"stream failed: {err}"
+            else:
+                streamers.append(i)
+        chunks = split_rounds(settings.stream_frames,
+                              min(settings.rounds, max(1, settings.stream_frames // MIN_STREAM_CHUNK)))
+        parts: dict[int, list[dict[str, Any]]] = {i: [] for i in streamers}
+        for r, size in enumerate(chunks if streamers else [], 1):
+            step(f"streaming round {r}/{len(chunks)}: {size} frames per row end to end, rows interleaved")
+            for i in list(parts):
+                try:
+                    parts[i].append(workers[i].request(op="stream", source=settings.stream_source, frames=size))
+                except WorkerError as err:
+                    rows[i].end_to_end_note = f"stream failed: {err}"
+                    del parts[i]
+        for i, done in parts.items():
+            rows[i].end_to_end = merge_stream_chunks(done)
+            reply = _guarded(rows, workers, i, lambda w: w.request(op="memory"))
+            if reply is not None:
+                e2e_peaks[i] = reply["peak_rss_mb"]
         for i in peaks:
             rows[i].memory = MemoryResult(rss_after_load_mb=round(samples[i]["rss_after_load_mb"], 1),
                                           peak_rss_model_only_mb=round(peaks[i], 1),
@@ -297,6 +309,28 @@ def _guarded(rows: list[RowResult], workers: dict[int, Worker], i: int,
         rows[i].status, rows[i].reason = "failed", str(err)
         workers.pop(i).close()
         return None
+
+
+def merge_stream_chunks(chunks: list[dict[str, Any]]) -> EndToEndResult:
+    """One end-to-end figure from interleaved streaming rounds: FPS = all frames / all streaming time.
+
+    Stage percentiles are merged per stage: p50 and p90 the median of the rounds' values, p99 the worst
+    round's, mean weighted by frames. Every round's own statistics stay in ``details['rounds']``.
+    """
+    frames = sum(c["frames"] for c in chunks)
+    duration = sum(c["duration_s"] for c in chunks)
+    stages: dict[str, dict[str, float]] = {}
+    names = {name for c in chunks for name in c["details"].get("stages_ms", {})}
+    for name in sorted(names):
+        per = [(c["frames"], c["details"]["stages_ms"][name]) for c in chunks if name in c["details"]["stages_ms"]]
+        weight = sum(n for n, _ in per) or 1
+        stages[name] = {"p50": statistics.median(v["p50"] for _, v in per),
+                        "p90": statistics.median(v["p90"] for _, v in per),
+                        "p99": max(v["p99"] for _, v in per),
+                        "mean": sum(n * v["mean"] for n, v in per) / weight}
+    return EndToEndResult(source=chunks[0]["source"], frames=frames, dropped=sum(c["dropped"] for c in chunks),
+                          fps=frames / duration if duration > 0 else 0.0, duration_s=duration,
+                          details={"rounds": [c["details"] for c in chunks], "stages_ms": stages})
 
 
 def _remote_model_only(reply: dict[str, Any], call: str) -> ModelOnlyResult:

@@ -26,6 +26,15 @@ SAMPLE_IMAGE = "chelsea"
 
 
 def peak_rss_mb() -> float:
+    # VmHWM belongs to this program's address space; ru_maxrss survives exec on Linux and would
+    # report the parent's peak (a parent that imported torch to compile shows up in every row).
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Linux reports KiB, macOS bytes.
     return peak / (1024 * 1024) if platform.system() == "Darwin" else peak / 1024

@@ -128,7 +128,8 @@ def compile_candidates(args: argparse.Namespace, console: Console) -> tuple[list
                 out = ensure_compiled(args.model, target.name, precision, args.out, reuse=args.reuse,
                                       threads=args.threads, options=options, progress=step)
         except EdgevisionError as err:
-            unrunnable.append(RowResult(label=label, kind="artifact", device="this host", status="failed",
+            # The target cannot take this model (an operator, the accuracy gate): a result, not a crash.
+            unrunnable.append(RowResult(label=label, kind="artifact", device="this host", status="unsupported",
                                         reason=f"compile failed: {err}", target=target.name,
                                         backend=target.backend, precision=precision))
             continue
