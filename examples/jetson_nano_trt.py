@@ -381,13 +381,15 @@ def main(argv=None):
     parser.add_argument("--cache", default=default_cache_dir(), help="engine cache folder")
     parser.add_argument("--repeat", type=int, default=0, help="time this many extra runs of the first image")
     args = parser.parse_args(argv)
-    import cv2
-
     workdir = tempfile.mkdtemp(prefix="edgevision-nano-")
     try:
         manifest = read_artifact(args.artifact, workdir)
         engine = NanoEngine(os.path.join(workdir, "payload"), manifest, args.cache)
         try:
+            try:
+                import cv2
+            except ImportError:
+                raise DeviceError("OpenCV is not importable: `sudo apt install python3-opencv`")
             pre = manifest["preprocess"]
             for name in args.images:
                 image = cv2.imread(name, cv2.IMREAD_COLOR)

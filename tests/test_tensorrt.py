@@ -533,3 +533,47 @@ def test_nano_script_without_tensorrt_says_what_to_install(nano_artifact: Path, 
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip() == "error: TensorRT is not importable: on JetPack 4.6 `sudo apt install python3-libnvinfer`"
+
+
+def _python36() -> str | None:
+    """A working Python 3.6 interpreter (pyenv's shims exist even where the version does not run)."""
+    import glob
+    import shutil
+    import subprocess
+
+    candidates = sorted(glob.glob(str(Path.home() / ".pyenv/versions/3.6*/bin/python3.6")))
+    candidates += [c for c in (shutil.which("python3.6"),) if c]
+    for candidate in candidates:
+        if subprocess.run([candidate, "-c", "pass"], capture_output=True).returncode == 0:
+            return candidate
+    return None
+
+
+def test_nano_script_runs_under_a_real_python_3_6(nano_artifact: Path, tmp_path: Path) -> None:
+    """JetPack 4.6's Python: artifact check, build plan, cache key and the no-TensorRT exit, stdlib only."""
+    import subprocess
+
+    python36 = _python36()
+    if python36 is None:
+        pytest.skip("no Python 3.6 interpreter here (pyenv or PATH); test_nano_script_is_python_3_6_code still ran")
+    image = REPO / "edgevision" / "samples" / "images" / "coffee.jpg"
+    code = textwrap.dedent(f"""
+        import json, os, runpy, sys
+        m = runpy.run_path({str(NANO_SCRIPT)!r})
+        manifest = m["read_artifact"]({str(nano_artifact)!r}, {str(tmp_path)!r})
+        cfg = m["read_build_config"](os.path.join({str(tmp_path)!r}, "payload"), manifest)
+        key = m["engine_key"]("8.2.1.8", "NVIDIA Tegra X1", "5.3", cfg["onnx_sha256"], m["engine_settings"](cfg))
+        rc = m["main"]([{str(nano_artifact)!r}, {str(image)!r}])
+        print(json.dumps({{"version": list(sys.version_info[:2]), "plan": m["render_plan"](cfg, "8.2.1"),
+                          "stem": m["key_file_stem"](key), "rc": rc}}))
+        """)
+    result = subprocess.run([python36, "-c", code], capture_output=True, text=True, timeout=60,
+                            env={k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")})
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    config = BuildConfig.read(tmp_path / "payload" / BUILD_CONFIG_FILE)
+    assert out["version"] == [3, 6] and out["rc"] == 2
+    assert out["plan"] == plan_build(config, "8.2.1").render()
+    assert out["stem"] == EngineKey("8.2.1.8", "NVIDIA Tegra X1", "5.3", config.onnx_sha256,
+                                    config.engine_settings()).file_stem()
+    assert "TensorRT is not importable" in result.stderr
