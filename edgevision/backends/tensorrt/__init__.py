@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...errors import ArtifactError, InputError
+from ...errors import ArtifactError, BackendUnavailable, InputError
 from ..base import Backend, CompileSettings, LoadOptions
 from .build_config import BUILD_CONFIG_FILE, BuildConfig, plan_build
 from .engine_cache import EngineCache
@@ -207,11 +207,11 @@ class TensorRTBackend(Backend):
             return False, f"{why}; this host has no TensorRT"
         if target.arch != platform.machine():
             return False, f"{why}; this host is {platform.machine()}, the target {target.arch}"
-        try:
-            from .engine import import_cudart
+        from .engine import import_cudart
 
+        try:
             import_cudart()
-        except ImportError:
+        except BackendUnavailable:
             return False, f"{why}; cuda-python is not installed here"
         return True, ""
 
