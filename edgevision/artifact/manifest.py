@@ -37,6 +37,7 @@ class AccuracyReport:
     mean_cosine: float = 1.0
     mean_kl: float = 0.0
     note: str = ""
+    criterion: str = "top1"  # the agreement the threshold applies to: "top1", or "top5" (int8)
 
 
 @dataclass

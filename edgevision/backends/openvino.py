@@ -21,10 +21,21 @@ XML_FILE = "model.xml"
 PRECISION_HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "f32"}
 
 
+def _executed_precision(compiled: Any) -> str | None:
+    """The precision the device really runs: a hint it cannot honour (bf16 without AVX-512 BF16/AMX,
+    f16 without AVX512-FP16) silently falls back to f32, and the accuracy gate must say so."""
+    try:
+        name = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+    except Exception:  # devices without the property (NPU) report nothing
+        return None
+    return {"f32": "fp32", "f16": "fp16", "bf16": "bf16"}.get(name, name)
+
+
 class OpenVinoRunner:
     def __init__(self, compiled: Any) -> None:
         self.compiled = compiled
         self.request = compiled.create_infer_request()
+        self.executed_precision = _executed_precision(compiled)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         self.request.infer({0: batch})

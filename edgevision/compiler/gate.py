@@ -14,6 +14,10 @@ from ..samples import image_paths, read_image
 
 # Minimum top-1 agreement by precision; int8 and reduced floats lose some ties by design.
 DEFAULT_THRESHOLDS = {"fp32": 0.99, "fp16": 0.97, "bf16": 0.97, "int8": 0.97}
+# What the threshold applies to. INT8 reorders near-ties: several validation views have top-1/top-2
+# logit margins under 0.1, and even 16-bit activations flip 22% of top-1 on them, while a collapsed
+# model (one black calibration image) keeps the original's answer in its top-5 on ~40% only.
+CRITERIA = {"int8": "top5"}
 
 Predict = Callable[[np.ndarray], np.ndarray]  # (N, C, H, W) float32 -> (N, classes) logits
 
@@ -72,13 +76,16 @@ def compare(reference: np.ndarray, candidate: np.ndarray) -> Comparison:
                       abs_diff=np.abs(reference - candidate).max(1), cosine=cosine, kl=kl)
 
 
-def summarize(cmp: Comparison, threshold: float, reference: str, candidate: str, note: str = "") -> AccuracyReport:
+def summarize(cmp: Comparison, threshold: float, reference: str, candidate: str, note: str = "",
+              criterion: str = "top1") -> AccuracyReport:
     top1 = float((cmp.reference_top1 == cmp.candidate_top1).mean())
+    top5 = float(cmp.top5_hit.mean())
     return AccuracyReport(reference=reference, candidate=candidate, images=int(len(cmp.abs_diff)),
                           max_abs_diff=float(cmp.abs_diff.max()), top1_agreement=top1,
-                          top5_agreement=float(cmp.top5_hit.mean()), threshold=threshold,
-                          passed=top1 >= threshold, mean_cosine=float(cmp.cosine.mean()),
-                          mean_kl=float(cmp.kl.mean()), note=note)
+                          top5_agreement=top5, threshold=threshold,
+                          passed=(top5 if criterion == "top5" else top1) >= threshold,
+                          mean_cosine=float(cmp.cosine.mean()), mean_kl=float(cmp.kl.mean()), note=note,
+                          criterion=criterion)
 
 
 def write_report(cmp: Comparison, labels: Sequence[str], path: Path) -> None:
@@ -97,6 +104,12 @@ def write_report(cmp: Comparison, labels: Sequence[str], path: Path) -> None:
 
 
 def enforce(report: AccuracyReport) -> None:
+    if not report.passed and report.criterion == "top5":
+        raise AccuracyGateFailed(
+            f"accuracy gate failed: {report.candidate} keeps {report.reference}'s top-1 in its top-5 for "
+            f"{report.top5_agreement:.1%} of {report.images} images (need {report.threshold:.0%}; top-1 agreement "
+            f"{report.top1_agreement:.1%}, mean KL {report.mean_kl:.3g}, mean cosine {report.mean_cosine:.3f})",
+            "check the calibration data and the precision; --min-agreement lowers the bar, --no-gate skips it")
     if not report.passed:
         raise AccuracyGateFailed(
             f"accuracy gate failed: {report.candidate} agrees with {report.reference} on top-1 for "

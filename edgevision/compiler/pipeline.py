@@ -16,7 +16,7 @@ from ..artifact import Manifest, TensorSpec, write_artifact
 from ..artifact.manifest import AccuracyReport
 from ..backends import CompileSettings, LoadOptions, get_backend
 from ..diagnostics import translated
-from ..errors import BackendUnavailable, EdgevisionError, InputError
+from ..errors import AccuracyGateFailed, BackendUnavailable, InputError
 from ..targets import Target, get_target
 from . import gate
 from .export import INPUT_NAME, OUTPUT_NAME, export_onnx
@@ -155,13 +155,15 @@ def compile_model(request: CompileRequest, progress: Progress | None = None) -> 
                                    threads=request.threads, input_name=INPUT_NAME,
                                    input_shape=spec.preprocess.tensor_shape("batch" if request.dynamic_batch else 1),
                                    options=request.options, progress=step)
-        onnx_path = _apply_precision(onnx_path, spec, request, settings, work, step)
+        onnx_path, quantization = _apply_precision(onnx_path, spec, request, settings, work, step)
 
         step(f"compiling for {target.name} with {backend.name} {backend.version() or ''}".rstrip())
         payload_dir = work / "payload"
         payload_dir.mkdir()
         with translated(backend.name, f"compile this model for {target.name}"):
             payload = backend.compile(onnx_path, target, settings, payload_dir)
+        if quantization:
+            payload["quantization"] = quantization
 
         manifest = Manifest(
             model_name=spec.name, target=target, backend=backend.name,
@@ -184,10 +186,13 @@ def compile_model(request: CompileRequest, progress: Progress | None = None) -> 
 
 
 def _apply_precision(onnx_path: Path, spec: ModelSpec, request: CompileRequest, settings: CompileSettings,
-                     work: Path, step: Progress) -> Path:
+                     work: Path, step: Progress) -> tuple[Path, dict[str, Any]]:
+    """INT8: calibrate and rewrite the float graph as QDQ ONNX. fp16/bf16 are the backend's business."""
     if settings.precision != "int8":
-        return onnx_path
-    raise EdgevisionError("int8 compilation is not available yet", "compile with --precision fp32")
+        return onnx_path, {}
+    from ..quantize import quantize_for_compile
+
+    return quantize_for_compile(onnx_path, spec.preprocess, settings.input_name, request.options, work, step)
 
 
 def _gate(backend: Any, target: Target, manifest: Manifest, payload_dir: Path, onnx_path: Path,
@@ -199,6 +204,11 @@ def _gate(backend: Any, target: Target, manifest: Manifest, payload_dir: Path, o
         with translated(backend.name, "load the compiled model"):
             runner = backend.load(payload_dir, manifest, LoadOptions())
         candidate_name, predict, note = f"{backend.name} {target.device} {precision}", runner.run, ""
+        executed = getattr(runner, "executed_precision", None)
+        if precision in ("fp16", "bf16") and executed not in (None, precision):
+            # The gate reports what it measured: this host ran the fallback, not the requested precision.
+            candidate_name += f" (ran as {executed})"
+            note = f"this host's {target.device} has no native {precision} and ran {executed}; verify on the device"
     else:
         # The payload cannot execute here; check what can be checked: the exported graph itself.
         candidate_name = f"onnxruntime on the exported {'QDQ ' if precision == 'int8' else ''}ONNX"
@@ -209,8 +219,14 @@ def _gate(backend: Any, target: Target, manifest: Manifest, payload_dir: Path, o
     cmp = gate.compare(reference, candidate)
     if request.accuracy_report is not None:
         gate.write_report(cmp, labels, Path(request.accuracy_report))
-    report = gate.summarize(cmp, threshold, ref_name, candidate_name, note)
+    report = gate.summarize(cmp, threshold, ref_name, candidate_name, note, gate.CRITERIA.get(precision, "top1"))
     log.info("accuracy gate: top-1 %.1f%%, top-5 %.1f%%, max|diff| %.3g",
              100 * report.top1_agreement, 100 * report.top5_agreement, report.max_abs_diff)
-    gate.enforce(report)
+    try:
+        gate.enforce(report)
+    except AccuracyGateFailed as err:
+        if precision != "int8":
+            raise
+        from ..quantize import GATE_FIX
+        raise AccuracyGateFailed(err.problem, GATE_FIX) from None
     return report

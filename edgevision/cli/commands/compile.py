@@ -5,6 +5,8 @@ import argparse
 from pathlib import Path
 
 from ..console import Console
+from ...quantize.cli import add_arguments as add_int8_arguments
+from ...quantize.cli import options_from_args as int8_options
 from .info import summary_rows
 
 
@@ -46,7 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(without a number: 32 per task, ~12 min for MobileNetV2 on 2 cores)")
     p.add_argument("--tuning-log", type=Path, metavar="DIR",
                    help="TVM targets: tuning database folder, reused when it exists and extended by --tune")
-    p.set_defaults(handler=run, option_parsers=[_tuning_options])
+    add_int8_arguments(p)
+    p.set_defaults(handler=run, option_parsers=[_tuning_options, int8_options])
 
 
 def _tuning_options(args: argparse.Namespace) -> dict[str, object]:

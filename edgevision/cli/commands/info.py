@@ -23,9 +23,16 @@ def summary_rows(path: Path, manifest) -> list[tuple[str, str]]:
         a = m.accuracy
         rows.append(("accuracy gate", f"{'PASS' if a.passed else 'FAIL'}: {a.candidate} vs {a.reference} on "
                      f"{a.images} images: top-1 {a.top1_agreement:.1%}, top-5 {a.top5_agreement:.1%}, "
-                     f"max|diff| {a.max_abs_diff:.3g}, cosine {a.mean_cosine:.6f} (need {a.threshold:.0%})"))
+                     f"max|diff| {a.max_abs_diff:.3g}, cosine {a.mean_cosine:.6f}, KL {a.mean_kl:.3g} "
+                     f"(need {a.criterion} {a.threshold:.0%})"))
     else:
         rows.append(("accuracy gate", "not run"))
+    quant = m.payload.get("quantization")
+    if quant:
+        calib, recipe = quant.get("calibration", {}), quant.get("recipe", {})
+        rows.append(("quantization", f"{quant.get('format')} by {quant.get('quantizer')}, {recipe.get('method')} "
+                     f"{recipe.get('activation_type')} activations, {calib.get('samples')} samples "
+                     f"from {calib.get('source')}"))
     if m.payload.get("note"):  # a backend's word on what happens on the device, e.g. engine built at first load
         rows.append(("device note", str(m.payload["note"])))
     rows += [("toolchain", ", ".join(f"{k} {v}" for k, v in sorted(m.toolchain.items()))),

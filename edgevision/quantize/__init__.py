@@ -1,0 +1,101 @@
+"""INT8 post-training quantization: calibration data in, explicit QDQ ONNX out.
+
+The compiler calls :func:`quantize_for_compile`; the accuracy gate then compares the quantized
+model, run by the target's backend, with the FP32 original.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from ..errors import InputError
+from ..preprocess import PreprocessConfig
+from .qdq import QUANTIZERS, prepare, quantize_nncf, quantize_onnxruntime, sensitive_nodes
+from .reader import BUNDLED_DIR, CalibrationSpec, TensorReader, calibration_images, calibration_reader, check_source
+from .recipe import METHODS, QuantRecipe, load_recipe
+
+__all__ = ["BUNDLED_DIR", "CalibrationSpec", "METHODS", "QUANTIZERS", "QuantRecipe", "QuantizeOptions",
+           "TensorReader", "calibration_images", "calibration_reader", "check_source", "load_recipe", "quantize_for_compile",
+           "sensitive_nodes"]
+log = logging.getLogger(__name__)
+
+# Printed with the gate's failure: what to try when INT8 disagrees with the original.
+GATE_FIX = ("calibrate on more images like the ones the model will see (--calib DIR, --calib-size), "
+            "try --calib-method percentile, keep more layers float with --exclude-nodes, "
+            "or lower the bar with --min-agreement")
+
+
+def _as_bool(value: Any) -> bool:
+    return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+def _as_int(key: str, value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise InputError(f"option {key}={value!r} is not a whole number", f"pass e.g. {key}=64") from None
+
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    """The INT8 flags of `edgevision compile`, read from CompileRequest.options."""
+
+    calib: Path | None = None  # None: the calibration images shipped with edgevision
+    calib_size: int = 64
+    calib_every: int | None = None
+    seed: int = 0
+    method: str = "minmax"  # a recipe name or .toml path
+    quantizer: str = "onnxruntime"
+    skip_sensitive: bool | None = None  # None: as the recipe says
+    exclude_nodes: tuple[str, ...] = ()
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> "QuantizeOptions":
+        quantizer = str(options.get("quantizer", "onnxruntime"))
+        if quantizer not in QUANTIZERS:
+            raise InputError(f"unknown quantizer {quantizer!r}", f"use one of {', '.join(QUANTIZERS)}")
+        excluded = options.get("exclude_nodes", ())
+        if isinstance(excluded, str):
+            excluded = tuple(n for n in excluded.split(",") if n)
+        every = options.get("calib_every")
+        return cls(calib=Path(options["calib"]) if options.get("calib") else None,
+                   calib_size=_as_int("calib_size", options.get("calib_size", 64)),
+                   calib_every=None if every in (None, "") else _as_int("calib_every", every),
+                   seed=_as_int("seed", options.get("seed", 0)), method=str(options.get("calib_method") or "minmax"),
+                   quantizer=quantizer,
+                   skip_sensitive=None if options.get("skip_sensitive") is None else _as_bool(options["skip_sensitive"]),
+                   exclude_nodes=tuple(excluded))
+
+    def recipe(self) -> QuantRecipe:
+        from dataclasses import replace
+
+        recipe = load_recipe(self.method)
+        skip = recipe.skip_sensitive if self.skip_sensitive is None else self.skip_sensitive
+        return replace(recipe, skip_sensitive=skip,
+                       exclude_nodes=tuple(dict.fromkeys(recipe.exclude_nodes + self.exclude_nodes)))
+
+
+def quantize_for_compile(float_onnx: Path, config: PreprocessConfig, input_name: str, options: Mapping[str, Any],
+                         work: Path, step: Callable[[str], None]) -> tuple[Path, dict[str, Any]]:
+    """Calibrate and quantize ``float_onnx``; return the QDQ model and what the manifest records."""
+    opts = QuantizeOptions.from_options(options)
+    recipe = opts.recipe()  # a bad recipe fails before the slow part
+    source = opts.calib if opts.calib is not None else BUNDLED_DIR
+    if opts.calib is None and not BUNDLED_DIR.is_dir():
+        raise InputError("INT8 needs calibration images and none are bundled with this installation",
+                         "pass --calib DIR (a folder of typical input images) or --calib VIDEO")
+    step(f"reading calibration data from {source}")
+    spec = CalibrationSpec(source=source, size=opts.calib_size, seed=opts.seed, every=opts.calib_every)
+    reader = calibration_reader(spec, config, input_name)
+    step(f"quantizing to INT8 with {opts.quantizer} ({recipe.method}, {len(reader)} calibration samples)")
+    out_path = work / "model.int8.onnx"
+    prepared = prepare(float_onnx, work / "model.prepared.onnx")
+    quantize = quantize_nncf if opts.quantizer == "nncf" else quantize_onnxruntime
+    quantize(prepared, out_path, reader, recipe)
+    info = {"format": "QDQ ONNX", "quantizer": opts.quantizer, "recipe": recipe.to_dict(),
+            "calibration": {"source": str(source), "samples": len(reader), "seed": opts.seed,
+                            "size": opts.calib_size, "every": opts.calib_every}}
+    log.info("quantized with %s: %s", opts.quantizer, info)
+    return out_path, info
