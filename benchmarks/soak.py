@@ -18,6 +18,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -77,7 +78,9 @@ def frames_from_clip(clip: Path):
             raise RuntimeError(f"{clip} has no frames")
 
 
-def run_soak(model, clip: Path, frames: int, warmup: int = 500, sample_every: int = 50) -> SoakResult:
+def run_soak(model, clip: Path, frames: int, warmup: int = 500, sample_every: int = 50,
+             progress: Callable[[int, int], None] | None = None) -> SoakResult:
+    """``progress(frames done, RSS bytes)`` is called at every sample."""
     import gc
 
     import psutil
@@ -91,6 +94,8 @@ def run_soak(model, clip: Path, frames: int, warmup: int = 500, sample_every: in
         result.top1[top.index] = result.top1.get(top.index, 0) + 1
         if done % sample_every == 0 or done == frames:
             result.samples.append((done, process.memory_info().rss))
+            if progress:
+                progress(*result.samples[-1])
         if done >= frames:
             break
     result.seconds = time.perf_counter() - started
@@ -122,12 +127,16 @@ def main() -> int:
         print(f"soak: {args.frames} frames of {clip.name} through Model.predict, artifact {args.artifact.name} "
               f"({m.model_name}, {m.backend} {m.backend_version}, {m.precision}), warm-up {args.warmup} frames",
               flush=True)
-        result = run_soak(model, clip, args.frames, args.warmup, args.sample_every)
+        report_every = max(args.sample_every, args.frames // 10)
+
+        def progress(done: int, rss: int) -> None:
+            if done % report_every == 0:
+                print(f"  frame {done:6d}: RSS {rss / 2**20:7.1f} MB", flush=True)
+
+        result = run_soak(model, clip, args.frames, args.warmup, args.sample_every, progress)
         top = sorted(result.top1.items(), key=lambda kv: -kv[1])[:3]
         labels = ", ".join(f"{model.labels[i]} ({n})" for i, n in top)
     mb = 1 / 2**20
-    for done, rss in result.samples[:: max(1, len(result.samples) // 10)]:
-        print(f"  frame {done:6d}: RSS {rss * mb:7.1f} MB")
     print(f"{result.frames} frames in {result.seconds:.1f} s ({result.frames / result.seconds:.1f} FPS); "
           f"most frequent top-1: {labels}")
     print(f"RSS baseline {result.baseline_rss * mb:.1f} MB (after {result.warmup} frames), "

@@ -17,6 +17,7 @@ the conformance run checks the compiler, not edgevision's TVM backend plugin.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import sys
 import time
@@ -41,6 +42,7 @@ OPERATORS: dict[str, str] = {
     "Transpose": "transpose", "Pad": "pad", "Resize": "resize",
 }
 FEED_MODES = ("constants", "inputs")
+_NODE_PACKAGE = "onnx.backend.test.case.node"
 
 _ALIGN_CORNERS_SCALES = ("ONNX's reference puts the unrounded output length (4 x 0.6 = 2.4) into the "
                          "align_corners formula; the runtime uses the rounded size 2. Only non-integer "
@@ -106,7 +108,6 @@ def known_failure(backend: str, case: str) -> str | None:
         if name == backend and case in cases:
             return reason
     return None
-_NODE_PACKAGE = "onnx.backend.test.case.node"
 
 
 @dataclass(frozen=True)
@@ -295,7 +296,7 @@ def run_conformance(cases: Sequence[NodeCase], backends: Sequence[str] | None = 
     for name in names:
         if name not in BACKENDS:
             raise EdgevisionError(f"no conformance runner for backend {name!r}", f"use one of {', '.join(BACKENDS)}")
-        module, factory = BACKENDS[name]
+        _, factory = BACKENDS[name]
         try:
             run = factory()
         except ImportError as err:
@@ -305,6 +306,7 @@ def run_conformance(cases: Sequence[NodeCase], backends: Sequence[str] | None = 
         for case in cases:
             reason = _quietly(lambda: run_case(run, case, feed))
             results.append(CaseResult(name, case.op, case.name, not reason, reason))
+            log.debug("%s %s: %s", name, case.name, reason or "pass")
         if progress:
             passed = sum(r.passed for r in results if r.backend == name)
             progress(f"{name}: {passed}/{len(cases)} cases passed in {time.perf_counter() - start:.1f} s")

@@ -149,6 +149,20 @@ def test_operator_onnxruntime_cannot_run(ws: Workspace) -> None:
     assert_one_line_error(result, ws, "onnxruntime cannot run", "operator com.example:SoftCap is not implemented")
 
 
+def test_operator_the_device_runtime_cannot_load(ws: Workspace, tiny_artifact: Path) -> None:
+    """An artifact (consistently rebuilt, so its hashes hold) whose payload has an unknown operator."""
+    import hashlib
+
+    payload = onnx_classifier(ws.out.parent / "custom.onnx", custom_op="SoftCap").read_bytes()
+    swapped = rewrite_artifact(
+        tiny_artifact, ws.out.parent / "swapped.evpkg",
+        manifest_edit=lambda m: m["files"].update({"payload/model.onnx": hashlib.sha256(payload).hexdigest()}),
+        member_edit=lambda name, data: payload if name == "payload/model.onnx" else data)
+    result = cli(ws, "predict", str(swapped))
+    assert_one_line_error(result, ws, "onnxruntime cannot load swapped.evpkg",
+                          "operator com.example:SoftCap is not implemented")
+
+
 def test_the_same_onnx_without_the_bad_operator_compiles(ws: Workspace) -> None:
     """Control for the two tests above: the graph around the operator is fine for both backends."""
     model = onnx_classifier(ws.out.parent / "plain.onnx")
