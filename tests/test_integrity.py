@@ -6,6 +6,7 @@ imported: a refusal must come before any payload reaches ONNX Runtime.
 from __future__ import annotations
 
 import json
+import os
 import stat
 import subprocess
 import sys
@@ -38,7 +39,7 @@ def load_in_fresh_process(path: Path, tmp: Path) -> dict:
         print(json.dumps(result))
         """)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          env={"PYTHONPATH": str(REPO), "TMPDIR": str(tmp), "PATH": "/usr/bin:/bin"})
+                          env={**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(tmp)})
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 
