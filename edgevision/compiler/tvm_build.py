@@ -104,26 +104,60 @@ def export_aarch64_library(rt_mod: Any) -> str:
     return path
 
 
-def _progress_callback(total: int, progress: Progress) -> Any:
-    from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
-    from tvm.s_tir.meta_schedule.utils import derived_object
+def _persistent_builder(timeout_s: float, f_export: Any, on_build: Callable[[int], None],
+                        recycle_every: int = 16) -> Any:
+    """MetaSchedule's LocalBuilder starts fresh worker processes for every batch, and each one
+    imports TVM and its tensor intrinsics (~25 s idle, over a minute on a busy 2-core host): that
+    start-up, not the builds, dominated tuning. This builder keeps its workers for ``recycle_every``
+    batches (the stock one restarts them against a slow leak)."""
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+    from tvm.s_tir.meta_schedule.builder.local_builder import _serialize_params, _worker_func
+    from tvm.support.popen_pool import PopenPoolExecutor, StatusKind
 
+    @derived_object
+    class PersistentBuilder(PyBuilder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pool: Any = None
+            self.batches = 0
+
+        def build(self, build_inputs: list) -> list:
+            if self.pool is None or self.batches % recycle_every == 0:
+                if self.pool is not None:
+                    self.pool.shutdown()
+                self.pool = PopenPoolExecutor(max_workers=os.cpu_count() or 1, timeout=timeout_s)
+            self.batches += 1
+            jobs = [(None, f_export, b.mod, b.target, _serialize_params(b.params)) for b in build_inputs]
+            results = []
+            for done in self.pool.map_with_error_catching(lambda job: _worker_func(*job), jobs):
+                if done.status == StatusKind.COMPLETE:
+                    results.append(BuilderResult(done.value, None))
+                elif done.status == StatusKind.TIMEOUT:
+                    results.append(BuilderResult(None, f"build timed out after {timeout_s:.0f} s"))
+                else:
+                    results.append(BuilderResult(None, f"build failed:\n{done.value}"))
+            on_build(len(build_inputs))
+            return results
+
+    return PersistentBuilder()
+
+
+def _progress_reporter(total: int, progress: Progress) -> Callable[[int], None]:
+    """Counts built candidates (measurements finish asynchronously, so builds are the honest clock)."""
     started = time.monotonic()
     state = {"done": 0, "shown": -1}
 
-    @derived_object
-    class ShowProgress(PyMeasureCallback):
-        def apply(self, task_scheduler: Any, task_id: int, measure_candidates: Any,
-                  builder_results: Any, runner_results: Any) -> None:
-            state["done"] += len(runner_results)
-            percent = min(100, 100 * state["done"] // max(1, total))
-            if percent // 5 != state["shown"]:  # one line per 5%: logs stay short
-                state["shown"] = percent // 5
-                bar = "#" * (percent // 5) + "-" * (20 - percent // 5)
-                minutes = (time.monotonic() - started) / 60
-                progress(f"tuning [{bar}] {state['done']}/{total} trials, {minutes:.1f} min")
+    def on_build(count: int) -> None:
+        state["done"] += count
+        percent = min(100, 100 * state["done"] // max(1, total))
+        if percent // 5 != state["shown"]:  # one line per 5%: logs stay short
+            state["shown"] = percent // 5
+            bar = "#" * (percent // 5) + "-" * (20 - percent // 5)
+            minutes = (time.monotonic() - started) / 60
+            progress(f"tuning [{bar}] {state['done']}/{total} trials built, {minutes:.1f} min")
 
-    return ShowProgress()
+    return on_build
 
 
 def _tune(mod: Any, target: Any, tuning: TuningOptions, work_dir: Path, progress: Progress) -> dict[str, Any]:
@@ -136,15 +170,16 @@ def _tune(mod: Any, target: Any, tuning: TuningOptions, work_dir: Path, progress
         per_task, total = max(1, math.ceil(tuning.trials / max(1, len(tasks)))), tuning.trials
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
         tasks, str(work_dir), seed=tuning.seed)
+    on_build = _progress_reporter(total, progress)
     if tuning.rpc is not None:
         runner = ms.runner.RPCRunner(rpc_config=ms.runner.RPCConfig(
             tracker_host=tuning.rpc.tracker_host, tracker_port=tuning.rpc.tracker_port,
             tracker_key=tuning.rpc.key, session_timeout_sec=tuning.rpc.session_timeout_s))
-        builder = ms.builder.LocalBuilder(timeout_sec=BUILDER_TIMEOUT_S, f_export=export_aarch64_library)
+        builder = _persistent_builder(BUILDER_TIMEOUT_S, export_aarch64_library, on_build)
     else:
         runner = ms.runner.LocalRunner(timeout_sec=60)
-        builder = ms.builder.LocalBuilder(timeout_sec=BUILDER_TIMEOUT_S)
-    callbacks = [*ms.MeasureCallback.create("default"), _progress_callback(total, progress)]
+        builder = _persistent_builder(BUILDER_TIMEOUT_S, None, on_build)
+    callbacks = ms.MeasureCallback.create("default")
     started = time.monotonic()
     progress(f"tuning {len(tasks)} tasks, {total} trials ({per_task} per task)")
     ms.tune.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(work_dir),
