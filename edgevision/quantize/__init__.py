@@ -46,7 +46,7 @@ class QuantizeOptions:
     calib_size: int = 64
     calib_every: int | None = None
     seed: int = 0
-    method: str = "minmax"  # a recipe name or .toml path
+    method: str | None = None  # a recipe name or .toml path; None: the backend's default
     quantizer: str = "onnxruntime"
     skip_sensitive: bool | None = None  # None: as the recipe says
     exclude_nodes: tuple[str, ...] = ()
@@ -63,25 +63,31 @@ class QuantizeOptions:
         return cls(calib=Path(options["calib"]) if options.get("calib") else None,
                    calib_size=_as_int("calib_size", options.get("calib_size", 64)),
                    calib_every=None if every in (None, "") else _as_int("calib_every", every),
-                   seed=_as_int("seed", options.get("seed", 0)), method=str(options.get("calib_method") or "minmax"),
+                   seed=_as_int("seed", options.get("seed", 0)), method=options.get("calib_method") or None,
                    quantizer=quantizer,
                    skip_sensitive=None if options.get("skip_sensitive") is None else _as_bool(options["skip_sensitive"]),
                    exclude_nodes=tuple(excluded))
 
-    def recipe(self) -> QuantRecipe:
+    def recipe(self, backend: str | None = None) -> QuantRecipe:
         from dataclasses import replace
 
-        recipe = load_recipe(self.method)
+        # TensorRT's explicit-QDQ path takes int8 with zero point 0 only.
+        recipe = load_recipe(self.method or ("symmetric" if backend == "tensorrt" else "minmax"))
+        if backend == "tensorrt" and not (recipe.symmetric_activations and recipe.activation_type == "int8"):
+            raise InputError(f"TensorRT needs symmetric int8 activations; recipe {recipe.name} has "
+                             f"{'symmetric' if recipe.symmetric_activations else 'asymmetric'} "
+                             f"{recipe.activation_type}", "use --calib-method symmetric (the TensorRT default)")
         skip = recipe.skip_sensitive if self.skip_sensitive is None else self.skip_sensitive
         return replace(recipe, skip_sensitive=skip,
                        exclude_nodes=tuple(dict.fromkeys(recipe.exclude_nodes + self.exclude_nodes)))
 
 
 def quantize_for_compile(float_onnx: Path, config: PreprocessConfig, input_name: str, options: Mapping[str, Any],
-                         work: Path, step: Callable[[str], None]) -> tuple[Path, dict[str, Any]]:
-    """Calibrate and quantize ``float_onnx``; return the QDQ model and what the manifest records."""
+                         work: Path, step: Callable[[str], None],
+                         backend: str | None = None) -> tuple[Path, dict[str, Any]]:
+    """Calibrate and quantize ``float_onnx`` for ``backend``; return the QDQ model and what the manifest records."""
     opts = QuantizeOptions.from_options(options)
-    recipe = opts.recipe()  # a bad recipe fails before the slow part
+    recipe = opts.recipe(backend)  # a bad recipe fails before the slow part
     source = opts.calib if opts.calib is not None else BUNDLED_DIR
     if opts.calib is None and not BUNDLED_DIR.is_dir():
         raise InputError("INT8 needs calibration images and none are bundled with this installation",

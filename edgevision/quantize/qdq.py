@@ -86,7 +86,15 @@ def quantize_nncf(float_onnx: Path, out_path: Path, reader: TensorReader, recipe
     preset = nncf.QuantizationPreset.PERFORMANCE if recipe.symmetric_activations else nncf.QuantizationPreset.MIXED
     ignored = excluded_nodes(float_onnx, recipe)
     model = onnx.load(str(float_onnx))
-    quantized = nncf.quantize(model, nncf.Dataset(list(reader)), preset=preset, subset_size=len(reader),
-                              ignored_scope=nncf.IgnoredScope(names=ignored) if ignored else None)
+    # NNCF logs INFO lines and draws progress bars on stdout; library output stays quiet.
+    nncf_log = logging.getLogger("nncf")
+    level = nncf_log.level
+    nncf_log.setLevel(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            quantized = nncf.quantize(model, nncf.Dataset(list(reader)), preset=preset, subset_size=len(reader),
+                                      ignored_scope=nncf.IgnoredScope(names=ignored) if ignored else None)
+    finally:
+        nncf_log.setLevel(level)
     onnx.save(quantized, str(out_path))
     return out_path
