@@ -82,6 +82,25 @@ def test_calibration_reader_is_deterministic_and_uses_the_artifacts_preprocessin
     assert not set(Path(n).name for n in a.names) & set(p.name for p in IMAGES_DIR.glob("*"))  # not the val set
 
 
+def test_recipes_load_and_tensorrt_gets_symmetric_activations(tmp_path: Path) -> None:
+    from edgevision.quantize import QuantizeOptions
+    from edgevision.quantize.recipe import RECIPES_DIR
+
+    recipes = {p.stem: load_recipe(p.stem) for p in RECIPES_DIR.glob("*.toml")}
+    assert {"minmax", "percentile", "entropy", "symmetric"} <= set(recipes)
+    assert recipes["percentile"].method == "percentile" and recipes["minmax"].activation_type == "uint8"
+    assert QuantizeOptions.from_options({}).recipe("tensorrt").symmetric_activations
+    assert not QuantizeOptions.from_options({"skip_sensitive": "false"}).recipe("openvino").skip_sensitive
+    with pytest.raises(InputError, match="TensorRT needs symmetric"):
+        QuantizeOptions.from_options({"calib_method": "minmax"}).recipe("tensorrt")
+    custom = tmp_path / "mine.toml"
+    custom.write_text('method = "percentile"\npercentile = 99.9\nexclude_nodes = ["/_fc/Gemm"]\n')
+    assert load_recipe(str(custom)).exclude_nodes == ("/_fc/Gemm",)
+    custom.write_text('method = "percentile"\nbits = 4\n')
+    with pytest.raises(InputError, match="unknown key"):
+        load_recipe(str(custom))
+
+
 def test_calibration_from_a_video_samples_every_nth_frame() -> None:
     reader = calibration_reader(CalibrationSpec(sample_clip(), size=100, every=50), PreprocessConfig(), "input")
     assert [n.rsplit("#frame", 1)[1] for n in reader.names] == ["0", "50", "100", "150", "200"]

@@ -17,7 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--calib-every", type=int, metavar="N",
                        help="video: take every N-th frame (default: spread --calib-size frames evenly)")
     group.add_argument("--calib-method", metavar="METHOD",
-                       help="minmax (default), entropy, percentile, or a recipe .toml (see calibration/recipes)")
+                       help="minmax (default), entropy, percentile, symmetric (TensorRT's default), "
+                            "or a recipe .toml (see calibration/recipes)")
     group.add_argument("--quantizer", choices=QUANTIZERS,
                        help="onnxruntime (default, QDQ for every backend) or nncf (tuned for OpenVINO)")
     group.add_argument("--seed", type=int, help="picks the calibration subset when the source has more (default 0)")
