@@ -60,6 +60,9 @@ def plot_fps(report: BenchReport, path: Path) -> Path:
     h = report.host
     fig.suptitle(f"{h.cpu_model} · {h.cpus_available} of {h.logical_cpus} CPUs · {h.date_utc[:10]}",
                  fontsize=8, color="#555555", x=0.99, ha="right")
+    missing = [f"{r.label}: {r.status}" for r in report.rows if not (r.ok and r.model_only)]
+    if missing:
+        fig.text(0.01, 0.995, "not on the chart: " + "; ".join(missing), fontsize=7, color="#777777", va="top")
     fig.legend(loc="outside lower center", fontsize=8, frameon=False, ncols=2 if has_stream else 1)
     ax.grid(axis="x", alpha=0.3)
     ax.spines[["top", "right"]].set_visible(False)

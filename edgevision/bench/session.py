@@ -227,27 +227,6 @@ def run_benchmark(candidates: list[Candidate], settings: BenchSettings,
                 step(f"warming up {rows[i].label} ({settings.warmup} calls)")
                 _guarded(rows, workers, i, lambda w: w.request(op="time", iterations=settings.warmup))
 
-        sizes = split_rounds(settings.iterations, settings.rounds)
-        for r, size in enumerate(sizes, 1):
-            step(f"timing round {r}/{len(sizes)}: {size} calls per row, rows interleaved")
-            for i in [i for i in local if i in workers]:
-                reply = _guarded(rows, workers, i, lambda w: w.request(op="time", iterations=size, prime=1))
-                if reply is not None:
-                    s = samples[i]
-                    s["latencies_ms"] += reply["latencies_ms"]
-                    s["wall_s"] += reply["wall_s"]
-                    s["images"] += reply["images"]
-                    s["rounds"] += 1
-
-        peaks: dict[int, float] = {}
-        for i in [i for i in local if i in workers]:  # a board's memory is not this host's to measure
-            reply = _guarded(rows, workers, i, lambda w: w.request(op="memory"))
-            if reply is not None:
-                peaks[i] = reply["peak_rss_mb"]
-                rows[i].model_only = _model_only(samples[i], settings)
-                rows[i].status = "ok"
-
-        e2e_peaks: dict[int, float] = {}
         streamers = []
         for i in list(workers):
             if settings.stream_source is None:
@@ -257,18 +236,44 @@ def run_benchmark(candidates: list[Candidate], settings: BenchSettings,
                                            if candidates[i].kind == "torch" else "not measured on remote boards")
             else:
                 streamers.append(i)
-        chunks = split_rounds(settings.stream_frames,
-                              min(settings.rounds, max(1, settings.stream_frames // MIN_STREAM_CHUNK)))
+        sizes = split_rounds(settings.iterations, settings.rounds)
+        chunks = split_rounds(settings.stream_frames, min(len(sizes), max(1, settings.stream_frames // MIN_STREAM_CHUNK)))
+        # Streaming rounds are spread over the timing rounds, so both figures see the same machine load.
+        stream_at = {len(sizes) * j // len(chunks): size for j, size in enumerate(chunks)} if streamers else {}
         parts: dict[int, list[dict[str, Any]]] = {i: [] for i in streamers}
-        for r, size in enumerate(chunks if streamers else [], 1):
-            step(f"streaming round {r}/{len(chunks)}: {size} frames per row end to end, rows interleaved")
-            for i in list(parts):
-                try:
-                    parts[i].append(workers[i].request(op="stream", source=settings.stream_source, frames=size))
-                except WorkerError as err:
-                    rows[i].end_to_end_note = f"stream failed: {err}"
-                    del parts[i]
+        peaks: dict[int, float] = {}
+        for r, size in enumerate(sizes):
+            step(f"timing round {r + 1}/{len(sizes)}: {size} calls per row, rows interleaved")
+            for i in _rotated([i for i in local if i in workers], r):
+                reply = _guarded(rows, workers, i, lambda w: w.request(op="time", iterations=size, prime=1))
+                if reply is not None:
+                    s = samples[i]
+                    s["latencies_ms"] += reply["latencies_ms"]
+                    s["wall_s"] += reply["wall_s"]
+                    s["images"] += reply["images"]
+                    s["rounds"] += 1
+            if r == 0:  # before any streaming: the model-only peak must not include decoding buffers
+                for i in [i for i in local if i in workers]:
+                    reply = _guarded(rows, workers, i, lambda w: w.request(op="memory"))
+                    if reply is not None:
+                        peaks[i] = reply["peak_rss_mb"]
+            if r in stream_at:
+                frames = stream_at[r]
+                step(f"streaming {frames} frames per row end to end, rows interleaved")
+                for i in _rotated([i for i in parts if i in workers], r):
+                    try:
+                        parts[i].append(workers[i].request(op="stream", source=settings.stream_source, frames=frames))
+                    except WorkerError as err:
+                        rows[i].end_to_end_note = f"stream failed: {err}"
+                        del parts[i]
+        for i in [i for i in local if i in workers and samples[i]["rounds"]]:
+            rows[i].model_only = _model_only(samples[i], settings)
+            rows[i].status = "ok"
+
+        e2e_peaks: dict[int, float] = {}
         for i, done in parts.items():
+            if i not in workers or not done:
+                continue
             rows[i].end_to_end = merge_stream_chunks(done)
             reply = _guarded(rows, workers, i, lambda w: w.request(op="memory"))
             if reply is not None:
@@ -284,6 +289,14 @@ def run_benchmark(candidates: list[Candidate], settings: BenchSettings,
         if row.status == "pending":  # a worker that failed mid-way was already marked failed
             row.status = "failed"
     return BenchReport(host=host, settings=settings, rows=rows)
+
+
+def _rotated(items: list[int], shift: int) -> list[int]:
+    """A different row goes first each round, so none always follows the same (heavy) neighbour."""
+    if not items:
+        return items
+    k = shift % len(items)
+    return items[k:] + items[:k]
 
 
 def _rpc_dict(endpoint: RemoteDevice | None) -> dict[str, Any] | None:
