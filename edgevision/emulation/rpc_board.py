@@ -62,13 +62,19 @@ def _wait(check, timeout: float, what: str, procs: list[subprocess.Popen]) -> No
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
+    """Stop the helper and the workers it forked: each helper leads its own process group."""
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
         try:
             proc.wait(timeout=10)
+            # The group may outlive its leader (the RPC server's worker): end it on the second pass.
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            continue
 
 
 @contextlib.contextmanager
@@ -89,7 +95,7 @@ def emulated_board(key: str = "rpi4", cpu: str = "cortex-a72", emulator: Emulato
                 procs.append(subprocess.Popen(
                     [sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1",
                      "--port", str(tracker_port), "--port-end", str(tracker_port + 1)],
-                    stdout=tlog, stderr=subprocess.STDOUT, env={**os.environ}))
+                    stdout=tlog, stderr=subprocess.STDOUT, env={**os.environ}, start_new_session=True))
             _wait(lambda: _tracker_up(tracker_port), 60, "TVM RPC tracker", procs)
             server_cmd = [str(interpreter), "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1",
                           "--port", str(server_port), "--port-end", str(server_port + 1),
@@ -98,7 +104,7 @@ def emulated_board(key: str = "rpi4", cpu: str = "cortex-a72", emulator: Emulato
                 server_cmd += ["--load-library", str(extra)]
             with open(tmpdir / "server.log", "w") as slog:
                 procs.append(subprocess.Popen(server_cmd, stdout=slog, stderr=subprocess.STDOUT,
-                                              env=emulator.env(), cwd=str(tmpdir)))
+                                              env=emulator.env(), cwd=str(tmpdir), start_new_session=True))
             _wait(lambda: _registered(tracker_port, key), startup_timeout, "qemu RPC server", procs)
             yield EmulatedBoard(tracker_port=tracker_port, server_port=server_port, key=key)
         finally:

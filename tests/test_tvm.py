@@ -1,0 +1,161 @@
+"""TVM backend: x86 artifacts against ONNX Runtime, the rpi4 artifact as a real aarch64 library run
+under qemu, and TVM RPC on loopback against an RPC server running the aarch64 runtime under qemu.
+
+The qemu tests need the cached arm64 sysroot (scripts/rpi4_sysroot.sh, ~2 min and ~420 MB on a
+clean machine); the session fixture builds it when it is missing.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import EXAMPLES, run_cli, run_without_torch
+
+MOBILENET = f"{EXAMPLES / 'mobilenet_v2.py'}:mobilenet_v2"
+CAT_CLASSES = set(range(281, 286))
+
+
+
+@pytest.fixture(scope="session")
+def sysroot():
+    from edgevision.emulation.qemu import ensure_sysroot
+
+    return ensure_sysroot(build=True)
+
+
+@pytest.fixture(scope="session")
+def mnv2_tvm(compile_artifact) -> Path:
+    return compile_artifact("mnv2.tvm-x86.evpkg", model=MOBILENET, target="tvm-x86")
+
+
+@pytest.fixture(scope="session")
+def mnv2_ort(compile_artifact) -> Path:
+    return compile_artifact("mnv2.onnxruntime-cpu.evpkg", model=MOBILENET, target="onnxruntime-cpu")
+
+
+@pytest.fixture(scope="session")
+def rpi4_small(compile_artifact, sysroot) -> Path:
+    """MobileNetV2 at 96x96 for the Pi: small enough to run under qemu in seconds."""
+    return compile_artifact("mnv2-96.rpi4.evpkg", model=MOBILENET, target="rpi4", input_size=(96, 96))
+
+
+def _outputs(artifact: Path, inputs: np.ndarray) -> np.ndarray:
+    from edgevision.runtime import load
+
+    with load(artifact) as model:
+        return np.concatenate([model.run(inputs[i:i + 1]) for i in range(len(inputs))])
+
+
+def test_x86_mobilenet_matches_onnxruntime(mnv2_tvm: Path, mnv2_ort: Path) -> None:
+    from edgevision.artifact import read_manifest
+    from edgevision.compiler.gate import validation_tensors
+
+    manifest = read_manifest(mnv2_tvm)
+    assert manifest.backend == "tvm" and manifest.payload["tvm_target"]["kind"] == "llvm"
+    assert manifest.payload["tvm_target"]["mcpu"] not in ("", "generic")  # detected from this host
+    inputs = validation_tensors(manifest.preprocess)  # 8 real photos x 4 views
+    tvm_out, ort_out = _outputs(mnv2_tvm, inputs), _outputs(mnv2_ort, inputs)
+    assert np.abs(tvm_out - ort_out).max() < 1e-4
+    assert (tvm_out.argmax(1) == ort_out.argmax(1)).all()
+    assert manifest.accuracy.candidate.startswith("tvm") and manifest.accuracy.max_abs_diff < 1e-4
+
+
+def test_default_model_on_tvm_agrees_on_every_real_image(compile_artifact, ort_artifact: Path) -> None:
+    from edgevision.artifact import read_manifest
+
+    artifact = compile_artifact("lite0.tvm-x86.evpkg", target="tvm-x86")
+    acc = read_manifest(artifact).accuracy
+    assert acc.reference == "torch" and acc.candidate.startswith("tvm cpu")
+    assert acc.images == 32 and acc.top1_agreement == 1.0 and acc.top5_agreement == 1.0
+    # And the device side without torch, on real photos, next to ONNX Runtime's answers.
+    result = run_without_torch(textwrap.dedent(f"""
+        import json
+        import edgevision.runtime as rt
+        from edgevision.samples import image_paths, read_image
+        out = {{}}
+        for path in ({str(artifact)!r}, {str(ort_artifact)!r}):
+            with rt.load(path) as model:
+                out[path] = [model.predict(read_image(p), top_k=1)[0].index for p in image_paths()]
+        print(json.dumps(out))
+        """))
+    assert result.returncode == 0, result.stderr
+    top1 = json.loads(result.stdout.strip().splitlines()[-1])
+    assert top1[str(artifact)] == top1[str(ort_artifact)]
+    assert top1[str(artifact)][1] in CAT_CLASSES  # chelsea.jpg, second in sorted order
+
+
+def test_rpi4_artifact_is_an_aarch64_library_checked_under_qemu(rpi4_small: Path) -> None:
+    from edgevision.artifact import read_manifest
+    from edgevision.backends.tvm import elf_machine
+    from edgevision.errors import ArtifactError
+    from edgevision.runtime import load
+
+    manifest = read_manifest(rpi4_small)
+    with zipfile.ZipFile(rpi4_small) as zf:
+        extracted = Path(zf.extract("payload/model.so", path=rpi4_small.parent / "rpi4-x"))
+    assert elf_machine(extracted) == "aarch64"
+    assert manifest.payload["tvm_target"]["mcpu"] == "cortex-a72"
+    check = manifest.payload["device_check"]  # recorded at compile time: the sysroot is cached
+    assert check["device"] == "qemu-aarch64-static -cpu cortex-a72"
+    assert check["passed"] and check["max_abs_diff"] < 1e-4 and check["inputs"] == 3
+    with pytest.raises(ArtifactError, match="aarch64"):
+        load(rpi4_small)
+
+
+def test_verify_runs_the_artifact_through_the_runtime_under_qemu(rpi4_small: Path, tmp_path: Path) -> None:
+    from edgevision.artifact import read_manifest
+
+    artifact = tmp_path / rpi4_small.name
+    shutil.copyfile(rpi4_small, artifact)
+    result = run_cli("verify", str(artifact), "--no-build")
+    assert result.returncode == 0, result.stderr
+    assert "PASS" in result.stdout
+    check = read_manifest(artifact).payload["device_check"]
+    assert check["stage"].startswith("edgevision verify") and check["max_abs_diff"] < 1e-4
+    assert check["top1_agreement"] == 1.0 and check["chelsea_top1"]  # OpenCV preprocessing ran on aarch64
+
+
+def test_rpc_timing_on_loopback_against_a_qemu_rpc_server(rpi4_small: Path, sysroot) -> None:
+    from edgevision.emulation.qemu import Emulator
+    from edgevision.emulation.rpc_board import emulated_board
+    from edgevision.remote import RemoteDevice, bench_remote
+
+    with emulated_board(key="rpi4", emulator=Emulator(sysroot)) as board:
+        timing = bench_remote(rpi4_small, RemoteDevice("127.0.0.1", board.tracker_port, key="rpi4"),
+                              number=1, repeat=2)
+    assert timing.output_max_abs_diff is not None and timing.output_max_abs_diff < 1e-4
+    assert timing.repeat == 2 and 0 < timing.min_ms <= timing.median_ms <= timing.max_ms
+
+
+def test_bench_remote_refuses_non_tvm_artifacts(ort_artifact: Path) -> None:
+    from edgevision.errors import InputError
+    from edgevision.remote import RemoteDevice, bench_remote
+
+    with pytest.raises(InputError, match="TVM"):
+        bench_remote(ort_artifact, RemoteDevice.parse("127.0.0.1:9", key="rpi4"))
+    with pytest.raises(InputError, match="HOST:PORT"):
+        RemoteDevice.parse("no-port")
+
+
+def test_tuning_flags_map_to_options_and_bad_values_are_one_line_errors() -> None:
+    from edgevision.cli import build_parser
+    from edgevision.compiler.tvm_build import AUTO_TRIALS, TuningOptions
+    from edgevision.errors import InputError
+
+    args = build_parser().parse_args(["compile", "m.onnx", "--tune", "64", "--tuning-log", "logs"])
+    options = {}
+    for hook in args.option_parsers:
+        options.update(hook(args))
+    assert options["tune_trials"] == 64 and options["tuning_log"] == "logs"
+    assert TuningOptions.from_options(options).trials == 64
+    bare = build_parser().parse_args(["compile", "m.onnx", "--tune"])
+    assert TuningOptions.from_options({k: v for h in bare.option_parsers for k, v in h(bare).items()}).trials \
+        == AUTO_TRIALS
+    with pytest.raises(InputError, match="HOST:PORT:KEY"):
+        TuningOptions.from_options({"tune_trials": 8, "tune_rpc": "localhost"})
