@@ -10,8 +10,8 @@ at the same time: when preprocessing is cheaper than inference the pipeline runs
 Live sources (camera, URL, pipe) use the latest-frame policy: the capture thread reads continuously
 (so the driver's buffer never fills with stale frames) into a one-slot ``latest`` channel, where an
 unclaimed frame is overwritten and counted as dropped. The preprocessing thread takes a frame only when
-the inference queue has room, so the frame it picks is the newest one and no work is spent on frames
-that would be thrown away. Files and image folders use blocking bounded channels: every frame is
+the inference queue has room (and inference takes a tensor only when the results slot has room), so
+the frame it picks is the newest one and no work is spent on frames that would be thrown away. Files and image folders use blocking bounded channels: every frame is
 processed, and a slow model slows the reading instead of growing a queue.
 """
 from __future__ import annotations
@@ -249,6 +249,8 @@ class Stream:
     def _infer_loop(self) -> None:
         try:
             while not self._stop.is_set():
+                if self.live:
+                    self._results.wait_for_space()  # a slow consumer: infer the newest tensor when it is ready
                 item, tensor, preprocess_s = self._tensors.get()
                 started = time.perf_counter()
                 logits = self.model.run(tensor)[0]
