@@ -5,7 +5,7 @@ import io
 from pathlib import Path
 
 from ..errors import BackendUnavailable
-from .results import BenchReport, RowResult, write_atomic
+from .results import BenchReport, RowResult, same_precision, write_atomic
 
 MODEL_COLOUR = "#3b75af"
 STREAM_COLOUR = "#ef8636"
@@ -73,17 +73,11 @@ def plot_fps(report: BenchReport, path: Path) -> Path:
 
 def _row_label(row: RowResult) -> str:
     label = row.label
-    if row.effective_precision and row.precision and not _same_precision(row.precision, row.effective_precision):
+    if row.effective_precision and row.precision and not same_precision(row.precision, row.effective_precision):
         label += f"\n(runs {row.effective_precision})"
     if row.device != "this host":
         label += f"\n{row.device}"
     return label
-
-
-def _same_precision(requested: str, effective: str) -> bool:
-    # OpenVINO names element types f32/f16/bf16; an int8 model keeps f32 between its int8 kernels.
-    aliases = {"fp32": "f32", "fp16": "f16", "int8": "f32"}
-    return aliases.get(requested, requested) == aliases.get(effective, effective)
 
 
 def _threads(threads: int | None) -> str:

@@ -9,7 +9,7 @@ import json
 import math
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -208,5 +208,8 @@ def write_atomic(path: Path, data: bytes) -> Path:
     return path
 
 
-def field_names(cls: type) -> list[str]:
-    return [f.name for f in fields(cls)]
+def same_precision(requested: str, effective: str) -> bool:
+    """Whether the runtime runs what the artifact asked for, in either naming (fp32 / OpenVINO's f32)."""
+    # An int8 model keeps f32 between its int8 kernels: f32 is what OpenVINO reports for it.
+    aliases = {"fp32": "f32", "fp16": "f16", "int8": "f32"}
+    return aliases.get(requested, requested) == aliases.get(effective, effective)

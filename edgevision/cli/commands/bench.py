@@ -200,9 +200,9 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 
 
 def _precision(row: "RowResult") -> str:
-    from ...bench.plot import _same_precision
+    from ...bench.results import same_precision
 
-    if row.effective_precision and row.precision and not _same_precision(row.precision, row.effective_precision):
+    if row.effective_precision and row.precision and not same_precision(row.precision, row.effective_precision):
         return f"{row.precision} (runs {row.effective_precision})"
     return row.precision or "-"
 
