@@ -63,6 +63,7 @@ class RemoteTiming:
     upload_s: float  # connect + upload + load, wall clock from here
     output_max_abs_diff: float | None  # vs the artifact's x86 probe outputs, when it carries a probe
     remote_threads: int | None
+    costs_ms: tuple[float, ...] = ()  # one entry per repeat (each the mean of ``number`` runs)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -145,7 +146,8 @@ def bench_remote(artifact: Path, device: RemoteDevice, number: int = 10, repeat:
                           target=manifest.target.name, number=number, repeat=repeat,
                           mean_ms=statistics.fmean(costs_ms), median_ms=statistics.median(costs_ms),
                           std_ms=statistics.pstdev(costs_ms), min_ms=min(costs_ms), max_ms=max(costs_ms),
-                          upload_s=round(upload_s, 3), output_max_abs_diff=diff, remote_threads=threads)
+                          upload_s=round(upload_s, 3), output_max_abs_diff=diff, remote_threads=threads,
+                          costs_ms=tuple(costs_ms))
     log.info("remote %s on %s: median %.2f ms (host %s)", artifact.name, device, timing.median_ms,
              platform.machine())
     return timing

@@ -81,13 +81,13 @@ def test_default_model_on_tvm_agrees_on_every_real_image(compile_artifact, ort_a
         out = {{}}
         for path in ({str(artifact)!r}, {str(ort_artifact)!r}):
             with rt.load(path) as model:
-                out[path] = [model.predict(read_image(p), top_k=1)[0].index for p in image_paths()]
+                out[path] = {p.stem: model.predict(read_image(p), top_k=1)[0].index for p in image_paths()}
         print(json.dumps(out))
         """))
     assert result.returncode == 0, result.stderr
     top1 = json.loads(result.stdout.strip().splitlines()[-1])
     assert top1[str(artifact)] == top1[str(ort_artifact)]
-    assert top1[str(artifact)][1] in CAT_CLASSES  # chelsea.jpg, second in sorted order
+    assert top1[str(artifact)]["chelsea"] in CAT_CLASSES and top1[str(artifact)]["coffee"] == 967
 
 
 def test_rpi4_artifact_is_an_aarch64_library_checked_under_qemu(rpi4_small: Path) -> None:
@@ -159,3 +159,44 @@ def test_tuning_flags_map_to_options_and_bad_values_are_one_line_errors() -> Non
         == AUTO_TRIALS
     with pytest.raises(InputError, match="HOST:PORT:KEY"):
         TuningOptions.from_options({"tune_trials": 8, "tune_rpc": "localhost"})
+
+
+def _tiny_onnx(path: Path) -> Path:
+    """A real (if small) classifier graph: conv -> relu -> global pool -> dense, fixed random weights."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+               for name, shape in (("w", (8, 3, 3, 3)), ("b", (8,)), ("fc", (8, 10)), ("fcb", (10,)))]
+    nodes = [helper.make_node("Conv", ["input", "w", "b"], ["c"], strides=[2, 2], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]), helper.make_node("GlobalAveragePool", ["r"], ["p"]),
+             helper.make_node("Flatten", ["p"], ["f"]), helper.make_node("Gemm", ["f", "fc", "fcb"], ["logits"])]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 32, 32])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.slow
+def test_tiny_tuning_run_writes_a_log_that_a_later_compile_reuses(tmp_path: Path) -> None:
+    from edgevision.artifact import read_manifest
+
+    model, log_dir = _tiny_onnx(tmp_path / "tiny.onnx"), tmp_path / "tuning"
+    tuned = run_cli("compile", str(model), "--target", "tvm-x86", "--tune", "4", "--tuning-log", str(log_dir),
+                    "-o", str(tmp_path / "tuned.evpkg"))
+    assert tuned.returncode == 0, tuned.stderr
+    assert "tuning [" in tuned.stderr  # the progress line
+    first = read_manifest(tmp_path / "tuned.evpkg").payload["tuning"]
+    assert first["trials"] == 4 and first["records"] >= 1 and first["tasks"] >= 1
+    assert (log_dir / "database_tuning_record.json").stat().st_size > 0
+    reused = run_cli("compile", str(model), "--target", "tvm-x86", "--tuning-log", str(log_dir),
+                     "-o", str(tmp_path / "reused.evpkg"))
+    assert reused.returncode == 0, reused.stderr
+    manifest = read_manifest(tmp_path / "reused.evpkg")
+    assert manifest.payload["tuning"]["trials"] == 0 and manifest.payload["tuning"]["records"] == first["records"]
+    assert manifest.accuracy.candidate.startswith("tvm") and manifest.accuracy.max_abs_diff < 1e-4
+    empty = run_cli("compile", str(model), "--target", "tvm-x86", "--tuning-log", str(tmp_path / "none"),
+                    "-o", str(tmp_path / "x.evpkg"))
+    assert empty.returncode == 2 and "database_tuning_record.json" in empty.stderr

@@ -199,6 +199,24 @@ def _database(log_dir: Path) -> Any:
                                     path_tuning_record=str(log_dir / "database_tuning_record.json"))
 
 
+def _fold_shape_arithmetic(onnx_path: Path, work_dir: Path) -> Path:
+    """TVM's ONNX importer rejects shape-computed Pad/Reshape arguments (EfficientNet's TF-style
+    'same' padding). With the input shape fixed, ONNX Runtime's basic (hardware-independent) graph
+    optimisations fold that arithmetic into constants; the graph is otherwise the same."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        log.info("onnxruntime missing: importing the ONNX graph into TVM as exported")
+        return onnx_path
+    folded = work_dir / "static.onnx"
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(folded)
+    options.log_severity_level = 3
+    ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    return folded
+
+
 def compile_onnx(onnx_path: Path, target: "Target", settings: "CompileSettings", out_file: Path,
                  tuning: TuningOptions, progress: Progress | None = None) -> dict[str, Any]:
     """Import, (tune,) build and export one library; returns the manifest payload."""
@@ -220,8 +238,9 @@ def compile_onnx(onnx_path: Path, target: "Target", settings: "CompileSettings",
     target_spec = tvm_target_dict(target, settings.threads)
     tvm_target = tvm.target.Target(target_spec)
     shape = [int(d) for d in settings.input_shape]
-    mod = from_onnx(onnx.load(str(onnx_path)), shape_dict={settings.input_name: shape},
-                    keep_params_in_input=False)
+    with tempfile.TemporaryDirectory(prefix="edgevision-tvm-") as tmp:
+        graph = onnx.load(str(_fold_shape_arithmetic(onnx_path, Path(tmp))))
+    mod = from_onnx(graph, shape_dict={settings.input_name: shape}, keep_params_in_input=False)
 
     tuning_record: dict[str, Any] = {"trials": 0}
     log_dir = tuning.log_dir
