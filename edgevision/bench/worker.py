@@ -99,7 +99,9 @@ class ArtifactSubject(Subject):
         from ..samples import sample_clip
 
         model = self.models[0]
-        src = str(sample_clip()) if source in (None, "", "sample") else source
+        src: str | int = str(sample_clip()) if source in (None, "", "sample") else source
+        if isinstance(src, str) and src.isdigit():
+            src = int(src)  # a camera index, as on the command line of `edgevision stream`
         # The stream's pipeline runs its own warm-up inference before the clock starts.
         if hasattr(model, "stream"):
             stream = model.stream(src, top_k=5, max_frames=frames)
@@ -107,7 +109,7 @@ class ArtifactSubject(Subject):
             from ..stream.runner import Stream
             stream = Stream(model, src, top_k=5, max_frames=frames)
         stats = stream.run()
-        return {"source": src, "frames": int(stats.frames), "dropped": int(stats.dropped),
+        return {"source": str(src), "frames": int(stats.frames), "dropped": int(stats.dropped),
                 "fps": float(stats.fps), "duration_s": float(stats.duration_s), "details": stats.to_dict()}
 
     def close(self) -> None:
