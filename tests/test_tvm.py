@@ -81,7 +81,7 @@ def test_default_model_on_tvm_agrees_on_every_real_image(compile_artifact, ort_a
         out = {{}}
         for path in ({str(artifact)!r}, {str(ort_artifact)!r}):
             with rt.load(path) as model:
-                out[path] = {p.stem: model.predict(read_image(p), top_k=1)[0].index for p in image_paths()}
+                out[path] = {{p.stem: model.predict(read_image(p), top_k=1)[0].index for p in image_paths()}}
         print(json.dumps(out))
         """))
     assert result.returncode == 0, result.stderr
