@@ -104,6 +104,7 @@ def test_rpi4_artifact_is_an_aarch64_library_checked_under_qemu(rpi4_small: Path
     check = manifest.payload["device_check"]  # recorded at compile time: the sysroot is cached
     assert check["device"] == "qemu-aarch64-static -cpu cortex-a72"
     assert check["passed"] and check["max_abs_diff"] < 1e-4 and check["inputs"] == 3
+    assert "under qemu-aarch64-static" in manifest.accuracy.note  # the gate says what was really run
     with pytest.raises(ArtifactError, match="aarch64"):
         load(rpi4_small)
 

@@ -215,6 +215,11 @@ def _gate(backend: Any, target: Target, manifest: Manifest, payload_dir: Path, o
         candidate_name = f"onnxruntime on the exported {'QDQ ' if precision == 'int8' else ''}ONNX"
         predict = _onnxruntime_predict(onnx_path)
         note = f"compiled payload not executed on this host ({why}); verify on the device"
+        emulated = manifest.payload.get("device_check")  # a backend's own run under emulation (TVM rpi4)
+        if emulated and emulated.get("passed"):
+            note = (f"compiled payload not executed natively ({why}); under {emulated['device']} it matched "
+                    f"{emulated['reference']} on {emulated['inputs']} photos (max|diff| "
+                    f"{emulated['max_abs_diff']:.2g})")
     with translated(backend.name if can_run else "onnxruntime", "run the compiled model"):
         candidate = gate.run_batched(predict, val_inputs, batch)
     cmp = gate.compare(reference, candidate)
