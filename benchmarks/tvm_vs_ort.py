@@ -84,7 +84,9 @@ def main() -> None:
           f"max|diff| {acc.max_abs_diff:.2g}")
     print(f"onnxruntime: median {ort['median_ms']:.2f} ms (min {ort['min_ms']:.2f})")
     print(f"tvm tuned:   median {tvm['median_ms']:.2f} ms (min {tvm['min_ms']:.2f})")
-    budget = f"{tuning.get('trials', 0)} trials" + (" (reused log)" if args.reuse else "")
+    # The log accumulates across runs: state the new trials and what the database held in total.
+    budget = (f"{tuning.get('trials', 0)} new trials" + (" (reused log)" if args.reuse else "")
+              + f", {tuning.get('records')} records in the log")
     print(f"tuned TVM / ONNX Runtime latency ratio: {tvm['median_ms'] / ort['median_ms']:.2f} "
           f"(MobileNetV2, budget {budget})")
 
