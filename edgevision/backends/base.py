@@ -5,9 +5,11 @@ ONNX model into payload files, load those files into a runner. The core never na
 """
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Protocol
 
 import numpy as np
@@ -53,14 +55,23 @@ class Backend(ABC):
     name: ClassVar[str]
     extra: ClassVar[str]  # the pip extra that installs this backend's runtime
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+    runtime_module: ClassVar[str]  # the import name of the runtime library, e.g. "onnxruntime"
 
-    @abstractmethod
+    def runtime(self) -> ModuleType | None:
+        """The runtime library, imported; None when it is not installed here."""
+        try:
+            return importlib.import_module(self.runtime_module)
+        except ImportError:
+            return None
+
     def is_available(self) -> bool:
         """True when this backend's runtime imports here."""
+        return self.runtime() is not None
 
-    @abstractmethod
     def version(self) -> str | None:
         """Version of the runtime library, None when it is not installed."""
+        module = self.runtime()
+        return None if module is None else str(module.__version__)
 
     def compile_requirements(self, target: "Target") -> list[str]:
         """What is missing on this host to compile for ``target`` (empty when ready)."""

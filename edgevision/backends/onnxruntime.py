@@ -29,21 +29,8 @@ class OnnxRuntimeRunner:
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     extra = "onnxruntime"
+    runtime_module = "onnxruntime"
     precisions = ("fp32", "int8")
-
-    def is_available(self) -> bool:
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            return False
-        return True
-
-    def version(self) -> str | None:
-        try:
-            import onnxruntime
-        except ImportError:
-            return None
-        return onnxruntime.__version__
 
     def compile(self, onnx_path: Path, target: "Target", settings: CompileSettings,
                 out_dir: Path) -> dict[str, Any]:

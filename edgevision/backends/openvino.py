@@ -49,21 +49,13 @@ class OpenVinoRunner:
 class OpenVinoBackend(Backend):
     name = "openvino"
     extra = "openvino"
+    runtime_module = "openvino"
     precisions = ("fp32", "fp16", "bf16", "int8")
 
-    def is_available(self) -> bool:
-        try:
-            import openvino  # noqa: F401
-        except ImportError:
-            return False
-        return True
-
     def version(self) -> str | None:
-        try:
-            import openvino
-        except ImportError:
-            return None
-        return openvino.get_version()
+        # get_version() is the full build string (e.g. 2025.3.0-19807-...): it names the exact runtime.
+        module = self.runtime()
+        return None if module is None else module.get_version()
 
     def compile(self, onnx_path: Path, target: "Target", settings: CompileSettings,
                 out_dir: Path) -> dict[str, Any]:

@@ -57,6 +57,7 @@ class TvmRunner:
 class TvmBackend(Backend):
     name = "tvm"
     extra = "tvm"
+    runtime_module = "tvm"
     precisions = ("fp32",)
 
     def is_available(self) -> bool:

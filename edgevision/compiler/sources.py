@@ -6,7 +6,6 @@ ONNX file. Full pickles only with ``trust_remote_code`` since unpickling runs ar
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import re
@@ -15,19 +14,12 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from ..artifact.package import sha256_file
 from ..errors import EdgevisionError, InputError
 from ..preprocess import PreprocessConfig
 from .spec import ModelSpec
 
 DEFAULT_MODEL = "edgevision.models:efficientnet_lite0"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _call_factory(ref: str) -> Any:
@@ -118,7 +110,7 @@ def load_source(ref: str | None, arch: str | None = None, trust_remote_code: boo
     if not path.is_file():
         raise InputError(f"model file {path} does not exist",
                          "pass a .pt/.pth/.pt2/.onnx file, or a module:factory reference")
-    source = {"kind": "", "ref": str(path), "sha256": _sha256(path)}
+    source = {"kind": "", "ref": str(path), "sha256": sha256_file(path)}
     name = path.stem
     if path.suffix.lower() == ".onnx":
         return _onnx_spec(path, source)

@@ -160,21 +160,8 @@ def build_config_for(onnx_path: Path, onnx_sha256: str, target: "Target", settin
 class TensorRTBackend(Backend):
     name = "tensorrt"
     extra = "tensorrt"
+    runtime_module = "tensorrt"
     precisions = ("fp32", "fp16", "int8")
-
-    def is_available(self) -> bool:
-        try:
-            import tensorrt  # noqa: F401
-        except ImportError:
-            return False
-        return True
-
-    def version(self) -> str | None:
-        try:
-            import tensorrt
-        except ImportError:
-            return None
-        return str(tensorrt.__version__)
 
     def compile_requirements(self, target: "Target") -> list[str]:
         # Writing ONNX + build settings needs no TensorRT: the engine is built on the device.
