@@ -122,7 +122,7 @@ def test_verify_runs_the_artifact_through_the_runtime_under_qemu(rpi4_small: Pat
     assert check["top1_agreement"] == 1.0 and check["chelsea_top1"]  # OpenCV preprocessing ran on aarch64
 
 
-def test_rpc_timing_on_loopback_against_a_qemu_rpc_server(rpi4_small: Path, sysroot) -> None:
+def test_rpc_timing_on_loopback_against_a_qemu_rpc_server(rpi4_small: Path, sysroot, tmp_path: Path) -> None:
     from edgevision.emulation.qemu import Emulator
     from edgevision.emulation.rpc_board import emulated_board
     from edgevision.remote import RemoteDevice, bench_remote
@@ -130,8 +130,20 @@ def test_rpc_timing_on_loopback_against_a_qemu_rpc_server(rpi4_small: Path, sysr
     with emulated_board(key="rpi4", emulator=Emulator(sysroot)) as board:
         timing = bench_remote(rpi4_small, RemoteDevice("127.0.0.1", board.tracker_port, key="rpi4"),
                               number=1, repeat=2)
+        # The same board through the CLI, as a user times a Pi: one row, labelled with the board.
+        report = tmp_path / "bench.json"
+        result = run_cli("bench", str(rpi4_small), "--rpc", f"127.0.0.1:{board.tracker_port}", "--key", "rpi4",
+                         "--warmup", "1", "--iterations", "3", "--rounds", "1", "--json", str(report))
     assert timing.output_max_abs_diff is not None and timing.output_max_abs_diff < 1e-4
     assert timing.repeat == 2 and 0 < timing.min_ms <= timing.median_ms <= timing.max_ms
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads(report.read_text())["rows"]
+    assert len(rows) == 1 and rows[0]["status"] == "ok", rows
+    row = rows[0]
+    assert row["kind"] == "rpc" and "rpi4" in row["device"] and row["target"] == "rpi4"
+    assert "time_evaluator" in row["model_only"]["call"] and row["model_only"]["latency"]["p50_ms"] > 0
+    assert row["end_to_end"] is None  # model-only on a remote board: the frames would come from this host
+    assert "rpi4" in result.stdout
 
 
 def test_bench_remote_refuses_non_tvm_artifacts(ort_artifact: Path) -> None:
