@@ -4,6 +4,7 @@ Only the workstation imports this module; devices load the exported library with
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -11,7 +12,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from ..errors import BackendUnavailable, EdgevisionError, InputError
 
@@ -160,7 +161,23 @@ def _progress_reporter(total: int, progress: Progress) -> Callable[[int], None]:
     return on_build
 
 
-def _tune(mod: Any, target: Any, tuning: TuningOptions, work_dir: Path, progress: Progress) -> dict[str, Any]:
+@contextlib.contextmanager
+def _environment(**values: str | None) -> Iterator[None]:
+    """Set environment variables (None: leave alone) for the duration, then restore them."""
+    saved = {key: os.environ.get(key) for key, value in values.items() if value is not None}
+    os.environ.update({key: value for key, value in values.items() if value is not None})
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _tune(mod: Any, target: Any, tuning: TuningOptions, work_dir: Path, progress: Progress,
+          threads: int | None = None) -> dict[str, Any]:
     from tvm.s_tir import meta_schedule as ms
 
     tasks = ms.relax_integration.extract_tasks(mod, target)
@@ -182,10 +199,13 @@ def _tune(mod: Any, target: Any, tuning: TuningOptions, work_dir: Path, progress
     callbacks = ms.MeasureCallback.create("default")
     started = time.monotonic()
     progress(f"tuning {len(tasks)} tasks, {total} trials ({per_task} per task)")
-    ms.tune.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(work_dir),
-                       max_trials_global=total, max_trials_per_task=per_task,
-                       num_trials_per_iter=min(64, per_task), builder=builder, runner=runner,
-                       measure_callbacks=callbacks)
+    # Candidates must be timed with the threads the artifact will run with: the runner's workers
+    # inherit TVM_NUM_THREADS, and without it TVM uses half the CPUs on x86 (see backends.tvm).
+    with _environment(TVM_NUM_THREADS=str(threads) if threads and tuning.rpc is None else None):
+        ms.tune.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(work_dir),
+                           max_trials_global=total, max_trials_per_task=per_task,
+                           num_trials_per_iter=min(64, per_task), builder=builder, runner=runner,
+                           measure_callbacks=callbacks)
     return {"tasks": len(tasks), "trials": total, "trials_per_task": per_task,
             "minutes": round((time.monotonic() - started) / 60, 2),
             "runner": f"rpc {tuning.rpc.key}@{tuning.rpc.tracker_host}:{tuning.rpc.tracker_port}"
@@ -253,7 +273,7 @@ def compile_onnx(onnx_path: Path, target: "Target", settings: "CompileSettings",
             work_dir = Path(log_dir) if log_dir is not None else Path(scratch)
             if tuning.trials != 0:
                 work_dir.mkdir(parents=True, exist_ok=True)
-                tuning_record = _tune(mod, tvm_target, tuning, work_dir, step)
+                tuning_record = _tune(mod, tvm_target, tuning, work_dir, step, target_spec.get("num-cores"))
             elif not (work_dir / "database_tuning_record.json").is_file():
                 raise InputError(f"tuning log {work_dir} has no database_tuning_record.json",
                                  "point --tuning-log at a folder written by --tune, or add --tune TRIALS")
