@@ -7,7 +7,10 @@ clean machine); the session fixture builds it when it is missing.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import textwrap
 import zipfile
 from pathlib import Path
@@ -64,6 +67,28 @@ def test_x86_mobilenet_matches_onnxruntime(mnv2_tvm: Path, mnv2_ort: Path) -> No
     assert np.abs(tvm_out - ort_out).max() < 1e-4
     assert (tvm_out.argmax(1) == ort_out.argmax(1)).all()
     assert manifest.accuracy.candidate.startswith("tvm") and manifest.accuracy.max_abs_diff < 1e-4
+
+
+THREADS_PROBE = """
+import os, sys
+import numpy as np
+import tvm
+from edgevision.runtime import load
+requested = None if sys.argv[1] == "default" else int(sys.argv[1])
+with load(sys.argv[2], threads=requested) as model:
+    model.run(np.zeros(model.input_shape, np.float32))
+    print(tvm.get_global_func("runtime.NumThreads")(), len(os.sched_getaffinity(0)))
+"""
+
+
+@pytest.mark.parametrize("requested", ["default", "1"])
+def test_the_runtime_uses_the_cpus_it_is_given(mnv2_tvm: Path, requested: str) -> None:
+    # Left alone, TVM sizes its pool at half the logical CPUs on x86 (one thread on a 2-core VM).
+    done = subprocess.run([sys.executable, "-c", THREADS_PROBE, requested, str(mnv2_tvm)], capture_output=True,
+                          text=True, timeout=300, env={k: v for k, v in os.environ.items() if k != "TVM_NUM_THREADS"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    used, available = map(int, done.stdout.split()[-2:])
+    assert used == (available if requested == "default" else 1)
 
 
 def test_default_model_on_tvm_agrees_on_every_real_image(compile_artifact, ort_artifact: Path) -> None:
