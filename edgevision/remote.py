@@ -15,6 +15,7 @@ import logging
 import platform
 import statistics
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,7 +33,8 @@ class RemoteDevice:
     host: str
     port: int
     key: str | None = None  # set: host:port is a tracker and key names the board kind; None: a server
-    session_timeout_s: int = 600
+    session_timeout_s: int = 600  # the board ends a session that runs longer
+    connect_timeout_s: int = 180  # waiting for a free board and the session handshake
 
     @classmethod
     def parse(cls, address: str, key: str | None = None, session_timeout_s: int = 600) -> "RemoteDevice":
@@ -72,17 +74,38 @@ class RemoteTiming:
 def _session(device: RemoteDevice) -> Any:
     from tvm import rpc
 
-    try:
+    def connect() -> Any:
         if device.key:
             tracker = rpc.connect_tracker(device.host, device.port)
             return tracker.request(device.key, priority=1, session_timeout=device.session_timeout_s)
         return rpc.connect(device.host, device.port, session_timeout=device.session_timeout_s)
-    except Exception as err:  # TVM raises TVMError/RuntimeError/socket errors for every kind of failure
+
+    # A tracker queues the request until a board with the key is free, and neither it nor the
+    # server handshake has a timeout: wait in a daemon thread so a busy or stuck board is an error.
+    outcome: dict[str, Any] = {}
+    waiter = threading.Thread(target=lambda: outcome.update(_attempt(connect)), daemon=True)
+    waiter.start()
+    waiter.join(device.connect_timeout_s)
+    if waiter.is_alive():
+        what = f"a free '{device.key}' board from the tracker" if device.key else "the server's handshake"
+        raise EdgevisionError(f"no TVM RPC session within {device.connect_timeout_s} s at "
+                              f"{device.host}:{device.port}: waited for {what}",
+                              "check the boards with python -m tvm.exec.query_rpc_tracker, or retry when one is free")
+    if "error" in outcome:
+        err = outcome["error"]
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise EdgevisionError(f"cannot reach the TVM RPC {'tracker' if device.key else 'server'} "
                               f"{device.host}:{device.port}: {first}",
                               "start it (python -m tvm.exec.rpc_tracker / rpc_server) and check "
                               "the address, the port and the --key the board registered with") from err
+    return outcome["session"]
+
+
+def _attempt(connect: Any) -> dict[str, Any]:
+    try:
+        return {"session": connect()}
+    except Exception as err:  # TVM raises TVMError/RuntimeError/socket errors for every kind of failure
+        return {"error": err}
 
 
 def bench_remote(artifact: Path, device: RemoteDevice, number: int = 10, repeat: int = 5,

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 import zipfile
 from pathlib import Path
 
@@ -153,12 +154,15 @@ def test_rpc_timing_on_loopback_against_a_qemu_rpc_server(rpi4_small: Path, sysr
     from edgevision.remote import RemoteDevice, bench_remote
 
     with emulated_board(key="rpi4", emulator=Emulator(sysroot)) as board:
-        timing = bench_remote(rpi4_small, RemoteDevice("127.0.0.1", board.tracker_port, key="rpi4"),
-                              number=1, repeat=2)
-        # The same board through the CLI, as a user times a Pi: one row, labelled with the board.
+        # Through the CLI, as a user times a Pi: one row, labelled with the board. It goes first: its
+        # worker process exits and so frees the board for certain, while a session this process held
+        # was seen to keep the board busy until its timeout now and then (TVM sessions have no close).
         report = tmp_path / "bench.json"
         result = run_cli("bench", str(rpi4_small), "--rpc", f"127.0.0.1:{board.tracker_port}", "--key", "rpi4",
-                         "--warmup", "1", "--iterations", "3", "--rounds", "1", "--json", str(report))
+                         "--warmup", "1", "--iterations", "3", "--rounds", "1", "--json", str(report),
+                         timeout=400)
+        timing = bench_remote(rpi4_small, RemoteDevice("127.0.0.1", board.tracker_port, key="rpi4"),
+                              number=1, repeat=2)
     assert timing.output_max_abs_diff is not None and timing.output_max_abs_diff < 1e-4
     assert timing.repeat == 2 and 0 < timing.min_ms <= timing.median_ms <= timing.max_ms
     assert result.returncode == 0, result.stderr[-2000:]
@@ -179,6 +183,28 @@ def test_bench_remote_refuses_non_tvm_artifacts(ort_artifact: Path) -> None:
         bench_remote(ort_artifact, RemoteDevice.parse("127.0.0.1:9", key="rpi4"))
     with pytest.raises(InputError, match="HOST:PORT"):
         RemoteDevice.parse("no-port")
+
+
+def test_a_board_that_never_comes_free_is_an_error_not_a_hang(rpi4_small: Path) -> None:
+    from edgevision.emulation.rpc_board import _tracker_up, free_port
+    from edgevision.errors import EdgevisionError
+    from edgevision.remote import RemoteDevice, bench_remote
+
+    port = free_port()
+    tracker = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1",
+                                "--port", str(port), "--port-end", str(port + 1)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(120):
+            if _tracker_up(port):
+                break
+            time.sleep(0.5)
+        # The tracker queues a request for a key no board has registered, forever.
+        with pytest.raises(EdgevisionError, match="no TVM RPC session within 3 s"):
+            bench_remote(rpi4_small, RemoteDevice("127.0.0.1", port, key="rpi4", connect_timeout_s=3))
+    finally:
+        tracker.kill()
+        tracker.wait()
 
 
 def test_tuning_flags_map_to_options_and_bad_values_are_one_line_errors() -> None:
