@@ -44,12 +44,16 @@ def elf_machine(path: Path) -> str | None:
     return ELF_MACHINES.get(code, f"e_machine {code:#x}")
 
 
+# What the user exported before edgevision was imported; the loader itself sets the variable later.
+USER_TVM_NUM_THREADS = os.environ.get("TVM_NUM_THREADS")
+
+
 def runtime_threads(requested: int | None) -> int | None:
     """Threads for the TVM runtime: the request, else TVM_NUM_THREADS when the user set it, else every
     CPU this process may use. None leaves TVM's own choice alone (only when the user set the variable)."""
     if requested:
         return int(requested)
-    if os.environ.get("TVM_NUM_THREADS"):
+    if USER_TVM_NUM_THREADS:
         return None
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
@@ -167,7 +171,8 @@ class TvmBackend(Backend):
         if threads:
             # TVM's only thread knob: its pool is capped at TVM_NUM_THREADS, or else at half the logical
             # CPUs on x86 (it assumes hyper-threading), which is one thread on a 2-core VM without SMT:
-            # measured here, MobileNetV2 ran 23 ms instead of 17. The cap is read when the pool is sized.
+            # measured here, MobileNetV2 ran 23 ms instead of 17. The cap is read once, when the first
+            # run in the process creates the pool: later loads can lower the threads, not raise them.
             os.environ["TVM_NUM_THREADS"] = str(threads)
             tvm.get_global_func("runtime.config_threadpool")(1, threads)
         vm = VirtualMachine(tvm.runtime.load_module(str(library)), tvm.cpu())
