@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from edgevision.models import settle_batchnorm
+
 
 def _divisible(v: float, divisor: int = 8) -> int:
     new = max(divisor, int(v + divisor / 2) // divisor * divisor)
@@ -65,24 +67,6 @@ class MobileNetV2(nn.Module):
         x = self.features(x)
         x = nn.functional.adaptive_avg_pool2d(x, 1).flatten(1)
         return self.classifier(x)
-
-
-def settle_batchnorm(model: nn.Module, steps: int = 2, seed: int = 0) -> nn.Module:
-    """Give BatchNorm real running statistics, so random-init activations neither vanish nor explode.
-
-    Untrained eval-mode networks otherwise produce logits around 1e-9, where every comparison
-    (accuracy gate, INT8 calibration) measures noise rather than the model.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average over the settling batches
-    model.train()
-    with torch.no_grad():
-        for _ in range(steps):
-            model(torch.rand(4, 3, 224, 224, generator=gen) * 4 - 2)
-    return model.eval()
 
 
 def mobilenet_v2(num_classes: int = 1000, seed: int = 0) -> MobileNetV2:

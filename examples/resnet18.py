@@ -7,6 +7,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from edgevision.models import settle_batchnorm
+
 
 class BasicBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
@@ -46,24 +48,6 @@ class ResNet18(nn.Module):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
-
-
-def settle_batchnorm(model: nn.Module, steps: int = 2, seed: int = 0) -> nn.Module:
-    """Give BatchNorm real running statistics, so random-init activations neither vanish nor explode.
-
-    Untrained eval-mode networks otherwise produce logits around 1e-9, where every comparison
-    (accuracy gate, INT8 calibration) measures noise rather than the model.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average over the settling batches
-    model.train()
-    with torch.no_grad():
-        for _ in range(steps):
-            model(torch.rand(4, 3, 224, 224, generator=gen) * 4 - 2)
-    return model.eval()
 
 
 def resnet18(num_classes: int = 1000, seed: int = 0) -> ResNet18:
