@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
+
+from ..files import write_atomic
 
 SCHEMA = "edgevision-bench/1"
 
@@ -192,20 +192,6 @@ class BenchReport:
         torch_rows = [r for r in measured if r.kind == "torch"]
         local = [r for r in measured if r.kind != "rpc"]
         return (torch_rows or local or measured or [None])[0]
-
-
-def write_atomic(path: Path, data: bytes) -> Path:
-    """Nothing partially written: a temp file beside ``path``, then a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def same_precision(requested: str, effective: str) -> bool:

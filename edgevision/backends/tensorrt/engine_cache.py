@@ -12,10 +12,11 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ...files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -63,19 +64,6 @@ class Lookup:
         return self.engine is not None
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class EngineCache:
     def __init__(self, root: Path | None = None) -> None:
         self.root = Path(root) if root is not None else default_cache_dir()
@@ -111,8 +99,8 @@ class EngineCache:
         sidecar = {"key": key.to_dict(), "engine_sha256": hashlib.sha256(engine).hexdigest(), "size": len(engine),
                    "engine_file": engine_path.name}
         self.sidecar_path(key).unlink(missing_ok=True)
-        _atomic_write(engine_path, bytes(engine))
-        _atomic_write(self.sidecar_path(key), (json.dumps(sidecar, indent=2, sort_keys=True) + "\n").encode())
+        write_atomic(engine_path, bytes(engine))
+        write_atomic(self.sidecar_path(key), (json.dumps(sidecar, indent=2, sort_keys=True) + "\n").encode())
         log.info("cached TensorRT engine %s", engine_path)
         return engine_path
 

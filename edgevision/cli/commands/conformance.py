@@ -5,6 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ...files import write_atomic
 from ..console import Console
 
 
@@ -42,21 +43,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if args.markdown:
         text = (f"{table}\n\n| backend | operator | case | known reason | observed |\n|---|---|---|---|---|\n"
                 + "\n".join(failures) + "\n")
-        _write(args.markdown, text)
+        write_atomic(args.markdown, text.encode())
     if args.json:
-        _write(args.json, json.dumps([asdict(r) for r in results], indent=1))
+        write_atomic(args.json, json.dumps([asdict(r) for r in results], indent=1).encode())
     return 0
-
-
-def _write(path: Path, text: str) -> None:
-    import os
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ...files import write_atomic
 from ..console import Console
 
 if TYPE_CHECKING:
@@ -121,9 +122,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if args.save and stats.frames:
         console.info(f"• wrote {args.save}")
     if args.stats_json:
-        tmp = args.stats_json.with_name(args.stats_json.name + ".tmp")
-        tmp.write_text(json.dumps(stats.to_dict(), indent=2) + "\n")
-        os.replace(tmp, args.stats_json)
+        write_atomic(args.stats_json, (json.dumps(stats.to_dict(), indent=2) + "\n").encode())
     if interrupted:
         console.info("• stopped by Ctrl-C")
     return 0
