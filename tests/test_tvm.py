@@ -175,6 +175,30 @@ def test_rpc_timing_on_loopback_against_a_qemu_rpc_server(rpi4_small: Path, sysr
     assert "rpi4" in result.stdout
 
 
+@pytest.mark.slow
+def test_tuning_measures_candidates_on_the_rpc_board(sysroot, tmp_path: Path) -> None:
+    """--tune with tune_rpc: candidates are cross-built here, uploaded and timed on the (emulated) Pi,
+    and the log they leave is what the final aarch64 library is built from."""
+    from edgevision.artifact import read_manifest
+    from edgevision.emulation.qemu import Emulator
+    from edgevision.emulation.rpc_board import emulated_board
+
+    model, log_dir, out = _tiny_onnx(tmp_path / "tiny.onnx"), tmp_path / "tuning", tmp_path / "tuned.evpkg"
+    with emulated_board(key="rpi4", emulator=Emulator(sysroot)) as board:
+        result = run_cli("compile", str(model), "--target", "rpi4", "--tune", "4", "--tuning-log", str(log_dir),
+                         "--option", f"tune_rpc=127.0.0.1:{board.tracker_port}:rpi4", "-o", str(out), timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    payload = read_manifest(out).payload
+    assert payload["tuning"]["runner"] == f"rpc rpi4@127.0.0.1:{board.tracker_port}"
+    assert payload["tuning"]["trials"] == 4 and payload["tuning"]["records"] >= 1
+    # Every record holds a real time from the board: MetaSchedule logs a failed build or run as 1e10 s.
+    records = [json.loads(line) for line in (log_dir / "database_tuning_record.json").read_text().splitlines()]
+    seconds = [s for record in records for s in record[1][1]]
+    assert records and all(0 < s < 1.0 for s in seconds), seconds
+    check = payload["device_check"]
+    assert check["passed"] and check["max_abs_diff"] < 1e-4  # the tuned library, under qemu, vs x86 ORT
+
+
 def test_bench_remote_refuses_non_tvm_artifacts(ort_artifact: Path) -> None:
     from edgevision.errors import InputError
     from edgevision.remote import RemoteDevice, bench_remote
