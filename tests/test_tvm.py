@@ -288,3 +288,44 @@ def test_tiny_tuning_run_writes_a_log_that_a_later_compile_reuses(tmp_path: Path
     empty = run_cli("compile", str(model), "--target", "tvm-x86", "--tuning-log", str(tmp_path / "none"),
                     "-o", str(tmp_path / "x.evpkg"))
     assert empty.returncode == 2 and "database_tuning_record.json" in empty.stderr
+
+
+def test_a_library_built_for_a_newer_cpu_is_refused_before_it_can_fault(mnv2_tvm: Path, tmp_path: Path,
+                                                                       monkeypatch) -> None:
+    import platform
+
+    from edgevision.artifact import read_manifest
+    from edgevision.backends import tvm as tvm_backend
+    from edgevision.errors import BackendUnavailable
+    from edgevision.runtime import load
+
+    if platform.machine() != "x86_64":
+        pytest.skip("the fixture artifact is an x86-64 library")
+    features = read_manifest(mnv2_tvm).payload["cpu_features"]
+    assert {"avx2", "fma"} <= set(features)  # what LLVM emits for this host's mcpu
+    # This very CPU, as /proc/cpuinfo shows it minus AVX2: the same artifact must not load.
+    flags = [line for line in tvm_backend.CPUINFO.read_text().splitlines() if line.startswith("flags")][0]
+    older = tmp_path / "cpuinfo"
+    older.write_text(flags.replace(" avx2 ", " ") + "\n")
+    monkeypatch.setattr(tvm_backend, "CPUINFO", older)
+    with pytest.raises(BackendUnavailable, match=r"uses avx2, which this CPU lacks") as err:
+        load(mnv2_tvm)
+    assert "x86-64-v2" in str(err.value) and "\n" not in str(err.value)
+    monkeypatch.setattr(tvm_backend, "CPUINFO", tmp_path / "absent")  # no cpuinfo to ask: loads as before
+    with load(mnv2_tvm) as model:
+        assert model.run(np.zeros(model.input_shape, np.float32)).shape == (1, 1000)
+
+
+def test_cpu_feature_check_reads_the_cpuinfo_of_the_machine_it_runs_on(monkeypatch) -> None:
+    from edgevision.backends import tvm as tvm_backend
+
+    x86 = "processor\t: 0\nflags\t\t: fpu sse4_1 sse4_2 avx fma avx2 bmi1\n"
+    pi4 = "processor\t: 0\nFeatures\t: fp asimd evtstrm crc32 cpuid\nCPU part\t: 0xd08\n"
+    monkeypatch.setattr(tvm_backend.platform, "machine", lambda: "x86_64")
+    assert tvm_backend.missing_cpu_features(["avx2", "fma", "bmi"], x86) == []
+    assert tvm_backend.missing_cpu_features(["avx2", "avx512f", "avx512vnni"], x86) == ["avx512f", "avx512vnni"]
+    monkeypatch.setattr(tvm_backend.platform, "machine", lambda: "aarch64")
+    assert tvm_backend.missing_cpu_features(["neon"], pi4) == []
+    assert tvm_backend.missing_cpu_features(["neon", "dotprod"], pi4) == ["dotprod"]  # a Pi 5 build on a Pi 4
+    # qemu-user shows the x86 host's cpuinfo to the aarch64 process: nothing to judge by, so no refusal.
+    assert tvm_backend.missing_cpu_features(["neon", "dotprod"], x86) == []

@@ -33,6 +33,36 @@ CROSS_PACKAGES = {"aarch64-linux-gnu-g++": "g++-aarch64-linux-gnu"}
 ELF_MACHINES = {0x3E: "x86_64", 0xB7: "aarch64", 0x28: "arm"}
 
 
+# LLVM's name for an instruction-set extension -> the flag /proc/cpuinfo shows when a CPU has it.
+# Only extensions generated code may execute; LLVM's tuning features (fast-*, slow-*) cannot fault.
+CPUINFO_FLAGS = {
+    "ssse3": "ssse3", "sse4.1": "sse4_1", "sse4.2": "sse4_2", "avx": "avx", "avx2": "avx2", "fma": "fma",
+    "f16c": "f16c", "bmi": "bmi1", "bmi2": "bmi2", "avx512f": "avx512f", "avx512bw": "avx512bw",
+    "avx512dq": "avx512dq", "avx512vl": "avx512vl", "avx512cd": "avx512cd", "avx512vnni": "avx512_vnni",
+    "avx512bf16": "avx512_bf16", "avx512fp16": "avx512_fp16", "avxvnni": "avx_vnni",
+    "amx-tile": "amx_tile", "amx-int8": "amx_int8", "amx-bf16": "amx_bf16",
+    "neon": "asimd", "dotprod": "asimddp", "fullfp16": "asimdhp", "i8mm": "i8mm", "sve": "sve",
+}
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def missing_cpu_features(required: list[str], cpuinfo: str | None = None) -> list[str]:
+    """The extensions a library was compiled to use that this CPU lacks; [] when the CPU cannot be
+    asked (no /proc/cpuinfo, or one that describes another architecture, as under qemu-user)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = CPUINFO.read_text()
+        except OSError:
+            return []
+    key = "Features" if platform.machine() in ("aarch64", "arm64") else "flags"
+    for line in cpuinfo.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() == key:
+            have = set(value.split())
+            return [feature for feature in required if CPUINFO_FLAGS.get(feature, feature) not in have]
+    return []
+
+
 def elf_machine(path: Path) -> str | None:
     """The architecture an ELF shared library was built for; None when it is not ELF."""
     with open(path, "rb") as fh:
@@ -161,6 +191,13 @@ class TvmBackend(Backend):
         if built_for is not None and built_for != platform.machine():
             raise BackendUnavailable(f"{library.name} is a {built_for} library, this machine is "
                                      f"{platform.machine()}", f"run it on a {built_for} device or under qemu")
+        missing = missing_cpu_features(list(manifest.payload.get("cpu_features", [])))
+        if missing:
+            # Checked here because the library would load fine and die of SIGILL at the first frame.
+            mcpu = manifest.payload.get("tvm_target", {}).get("mcpu", "its build machine")
+            raise BackendUnavailable(f"{library.name} was compiled for {mcpu} and uses {', '.join(missing)}, "
+                                     "which this CPU lacks", "compile it on this machine, or for an older CPU "
+                                     "(a target with tvm_target.mcpu = \"x86-64-v2\")")
         try:
             import tvm
             from tvm.runtime.vm import VirtualMachine

@@ -87,6 +87,15 @@ def tvm_target_dict(target: "Target", threads: int | None = None) -> dict[str, A
     return spec
 
 
+def cpu_features(tvm_target: Any) -> list[str]:
+    """The instruction-set extensions LLVM may emit for this target, as the loader checks them."""
+    from tvm.target import codegen
+
+    from ..backends.tvm import CPUINFO_FLAGS
+
+    return sorted(str(f) for f in codegen.llvm_get_cpu_features(tvm_target) if str(f) in CPUINFO_FLAGS)
+
+
 def _cross_compiler(target: "Target") -> Any:
     compiler = target.options.get("cross_compiler")
     if not compiler:
@@ -296,4 +305,5 @@ def compile_onnx(onnx_path: Path, target: "Target", settings: "CompileSettings",
         raise EdgevisionError(f"linking the TVM library failed: {str(err).splitlines()[0]}",
                               "check the (cross) compiler install, e.g. apt-get install g++-aarch64-linux-gnu") from err
     return {"library": out_file.name, "entry": "main", "tvm_target": target_spec,
+            "cpu_features": cpu_features(tvm_target),
             "cross_compiler": target.options.get("cross_compiler"), "tuning": tuning_record}
