@@ -83,16 +83,18 @@ def test_calibration_reader_is_deterministic_and_uses_the_artifacts_preprocessin
 
 
 def test_recipes_load_and_tensorrt_gets_symmetric_activations(tmp_path: Path) -> None:
+    from edgevision.backends import get_backend
     from edgevision.quantize import QuantizeOptions
     from edgevision.quantize.recipe import RECIPES_DIR
 
     recipes = {p.stem: load_recipe(p.stem) for p in RECIPES_DIR.glob("*.toml")}
     assert {"minmax", "percentile", "entropy", "symmetric"} <= set(recipes)
     assert recipes["percentile"].method == "percentile" and recipes["minmax"].activation_type == "uint8"
-    assert QuantizeOptions.from_options({}).recipe("tensorrt").symmetric_activations
-    assert not QuantizeOptions.from_options({"skip_sensitive": "false"}).recipe("openvino").skip_sensitive
-    with pytest.raises(InputError, match="TensorRT needs symmetric"):
-        QuantizeOptions.from_options({"calib_method": "minmax"}).recipe("tensorrt")
+    assert QuantizeOptions.from_options({}).recipe(get_backend("tensorrt")).symmetric_activations
+    assert not QuantizeOptions.from_options({"skip_sensitive": "false"}).recipe(get_backend("openvino")).skip_sensitive
+    assert QuantizeOptions.from_options({}).recipe(get_backend("openvino")).method == "minmax"
+    with pytest.raises(InputError, match="tensorrt needs symmetric.*--calib-method symmetric"):
+        QuantizeOptions.from_options({"calib_method": "minmax"}).recipe(get_backend("tensorrt"))
     custom = tmp_path / "mine.toml"
     custom.write_text('method = "percentile"\npercentile = 99.9\nexclude_nodes = ["/_fc/Gemm"]\n')
     assert load_recipe(str(custom)).exclude_nodes == ("/_fc/Gemm",)

@@ -193,7 +193,7 @@ def _apply_precision(onnx_path: Path, spec: ModelSpec, request: CompileRequest, 
     from ..quantize import quantize_for_compile
 
     return quantize_for_compile(onnx_path, spec.preprocess, settings.input_name, request.options, work, step,
-                                backend=get_target(request.target).backend)
+                                backend=get_backend(get_target(request.target).backend))
 
 
 def _gate(backend: Any, target: Target, manifest: Manifest, payload_dir: Path, onnx_path: Path,

@@ -8,13 +8,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ..errors import InputError
 from ..preprocess import PreprocessConfig
 from .qdq import QUANTIZERS, prepare, quantize_nncf, quantize_onnxruntime, sensitive_nodes
 from .reader import BUNDLED_DIR, CalibrationSpec, TensorReader, calibration_images, calibration_reader, check_source
 from .recipe import METHODS, QuantRecipe, load_recipe
+
+if TYPE_CHECKING:
+    from ..backends.base import Backend
 
 __all__ = ["BUNDLED_DIR", "CalibrationSpec", "METHODS", "QUANTIZERS", "QuantRecipe", "QuantizeOptions",
            "TensorReader", "calibration_images", "calibration_reader", "check_source", "load_recipe", "quantize_for_compile",
@@ -68,15 +71,18 @@ class QuantizeOptions:
                    skip_sensitive=None if options.get("skip_sensitive") is None else _as_bool(options["skip_sensitive"]),
                    exclude_nodes=tuple(excluded))
 
-    def recipe(self, backend: str | None = None) -> QuantRecipe:
+    def recipe(self, backend: "Backend | None" = None) -> QuantRecipe:
+        """The recipe to quantize with: the user's, else the backend's default; checked against what
+        the backend's runtime accepts."""
         from dataclasses import replace
 
-        # TensorRT's explicit-QDQ path takes int8 with zero point 0 only.
-        recipe = load_recipe(self.method or ("symmetric" if backend == "tensorrt" else "minmax"))
-        if backend == "tensorrt" and not (recipe.symmetric_activations and recipe.activation_type == "int8"):
-            raise InputError(f"TensorRT needs symmetric int8 activations; recipe {recipe.name} has "
+        recipe = load_recipe(self.method or (backend.int8_recipe if backend else "minmax"))
+        if backend is not None and backend.int8_symmetric_only and not (
+                recipe.symmetric_activations and recipe.activation_type == "int8"):
+            raise InputError(f"{backend.name} needs symmetric int8 activations; recipe {recipe.name} has "
                              f"{'symmetric' if recipe.symmetric_activations else 'asymmetric'} "
-                             f"{recipe.activation_type}", "use --calib-method symmetric (the TensorRT default)")
+                             f"{recipe.activation_type}",
+                             f"use --calib-method {backend.int8_recipe} (the {backend.name} default)")
         skip = recipe.skip_sensitive if self.skip_sensitive is None else self.skip_sensitive
         return replace(recipe, skip_sensitive=skip,
                        exclude_nodes=tuple(dict.fromkeys(recipe.exclude_nodes + self.exclude_nodes)))
@@ -84,7 +90,7 @@ class QuantizeOptions:
 
 def quantize_for_compile(float_onnx: Path, config: PreprocessConfig, input_name: str, options: Mapping[str, Any],
                          work: Path, step: Callable[[str], None],
-                         backend: str | None = None) -> tuple[Path, dict[str, Any]]:
+                         backend: "Backend | None" = None) -> tuple[Path, dict[str, Any]]:
     """Calibrate and quantize ``float_onnx`` for ``backend``; return the QDQ model and what the manifest records."""
     opts = QuantizeOptions.from_options(options)
     recipe = opts.recipe(backend)  # a bad recipe fails before the slow part

@@ -162,6 +162,8 @@ class TensorRTBackend(Backend):
     extra = "tensorrt"
     runtime_module = "tensorrt"
     precisions = ("fp32", "fp16", "int8")
+    int8_recipe = "symmetric"
+    int8_symmetric_only = True  # explicit-QDQ engines take int8 with zero point 0 only
 
     def compile_requirements(self, target: "Target") -> list[str]:
         # Writing ONNX + build settings needs no TensorRT: the engine is built on the device.
