@@ -81,10 +81,11 @@ def main() -> None:
         acc = tvm_result.manifest.accuracy
         # Alternate the two in rounds so both see the same background load (this host is noisy):
         # the ratio is the median of per-round ratios, each round timing ORT and TVM back to back.
-        rounds = {"ort": [], "tvm": []}
+        rounds: dict[str, list[dict]] = {"ort": [], "tvm": []}
+        per_round = max(1, args.runs // args.rounds)
         for _ in range(args.rounds):
-            rounds["ort"].append(time_artifact(ort_path, args.threads, max(1, args.runs // args.rounds)))
-            rounds["tvm"].append(time_artifact(tvm_result.path, args.threads, max(1, args.runs // args.rounds)))
+            rounds["ort"].append(time_artifact(ort_path, args.threads, per_round))
+            rounds["tvm"].append(time_artifact(tvm_result.path, args.threads, per_round))
         ort, tvm = (summarize(rounds[name]) for name in ("ort", "tvm"))
         ratio = statistics.median(t["median_ms"] / o["median_ms"] for t, o in zip(rounds["tvm"], rounds["ort"]))
 
