@@ -1,4 +1,4 @@
-"""Devices as data: one TOML file per target, found in ``targets/`` and in user folders.
+"""Devices as data: one TOML file per target, found in ``edgevision/data/targets/`` and in user folders.
 
 A target names the backend that compiles for it and everything that backend needs to know
 about the device; code never branches on a target's name.
@@ -19,7 +19,7 @@ else:  # pragma: no cover - device-side Pythons only need targets embedded in ar
     tomllib = None
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-BUILTIN_TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
+BUILTIN_TARGETS_DIR = Path(__file__).resolve().parent / "data" / "targets"
 USER_TARGETS_DIR = Path.home() / ".config" / "edgevision" / "targets"
 
 
@@ -107,5 +107,5 @@ def get_target(name_or_path: str, dirs: list[Path] | None = None) -> Target:
     if name_or_path not in targets:
         raise TargetError(f"unknown target '{name_or_path}'",
                           f"choose one of {', '.join(sorted(targets))} (see `edgevision targets`)"
-                          " or add a TOML file to targets/")
+                          " or add a TOML file to ~/.config/edgevision/targets/")
     return targets[name_or_path]

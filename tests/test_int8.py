@@ -1,6 +1,6 @@
 """INT8: calibration data, QDQ artifacts for ONNX Runtime and OpenVINO, and a gate that catches collapse.
 
-Real model (EfficientNet-Lite0, ImageNet weights), real calibration images (calibration/images),
+Real model (EfficientNet-Lite0, ImageNet weights), real calibration images (edgevision/data/calibration/images),
 real validation photos (edgevision/samples/images).
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """TVM backend: x86 artifacts against ONNX Runtime, the rpi4 artifact as a real aarch64 library run
 under qemu, and TVM RPC on loopback against an RPC server running the aarch64 runtime under qemu.
 
-The qemu tests need the cached arm64 sysroot (scripts/rpi4_sysroot.sh, ~2 min and ~420 MB on a
+The qemu tests need the cached arm64 sysroot (edgevision/emulation/rpi4_sysroot.sh, ~2 min and ~420 MB on a
 clean machine); the session fixture builds it when it is missing.
 """
 from __future__ import annotations

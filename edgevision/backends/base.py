@@ -56,7 +56,7 @@ class Backend(ABC):
     extra: ClassVar[str]  # the pip extra that installs this backend's runtime
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
     runtime_module: ClassVar[str]  # the import name of the runtime library, e.g. "onnxruntime"
-    # INT8: the calibration recipe (calibration/recipes) used unless the user names one, and whether the
+    # INT8: the calibration recipe (edgevision/data/calibration/recipes) used unless the user names one, and whether the
     # runtime takes only symmetric int8 activations (zero point 0) from a QDQ graph.
     int8_recipe: ClassVar[str] = "minmax"
     int8_symmetric_only: ClassVar[bool] = False

@@ -163,7 +163,7 @@ class TvmBackend(Backend):
             from ..emulation.qemu import find_sysroot, qemu_available
 
             if not (qemu_available() and find_sysroot() is not None):
-                log.info("no qemu sysroot cached: skipping the emulated check (scripts/rpi4_sysroot.sh)")
+                log.info("no qemu sysroot cached: skipping the emulated check (edgevision/emulation/rpi4_sysroot.sh)")
                 return found
         if settings.progress:
             settings.progress(f"running the library under qemu ({target.options.get('qemu_cpu', 'cortex-a72')})")

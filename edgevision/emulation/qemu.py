@@ -19,7 +19,7 @@ from ..errors import BackendUnavailable
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
-SYSROOT_SCRIPT = REPO_ROOT / "scripts" / "rpi4_sysroot.sh"
+SYSROOT_SCRIPT = Path(__file__).resolve().parent / "rpi4_sysroot.sh"
 QEMU = "qemu-aarch64-static"
 SITE_PACKAGES = Path("opt/edgevision/site-packages")
 PYTHON = Path("usr/bin/python3.11")
@@ -107,7 +107,7 @@ def ensure_sysroot(build: bool = True, timeout: float = 1800) -> Sysroot:
         return found
     if not build:
         raise BackendUnavailable("the rpi4 emulation sysroot is not built yet",
-                                 f"run {SYSROOT_SCRIPT.relative_to(REPO_ROOT)} once (needs network and root)")
+                                 f"run bash {SYSROOT_SCRIPT} once (needs network and root)")
     for tool in (QEMU, "debootstrap", "dpkg-deb"):
         if shutil.which(tool) is None:
             raise BackendUnavailable(f"{tool} is not installed, so rpi4 artifacts cannot be emulated here",

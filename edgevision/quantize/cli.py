@@ -12,13 +12,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("INT8 quantization (--precision int8)")
     group.add_argument("--calib", type=Path, metavar="DIR_OR_VIDEO",
                        help="calibration images: a folder (jpg/png, recursive) or a video "
-                            "(default: the images bundled in calibration/images)")
+                            "(default: the images bundled in edgevision/data/calibration/images)")
     group.add_argument("--calib-size", type=int, metavar="N", help="use at most N calibration samples (default 64)")
     group.add_argument("--calib-every", type=int, metavar="N",
                        help="video: take every N-th frame (default: spread --calib-size frames evenly)")
     group.add_argument("--calib-method", metavar="METHOD",
                        help="minmax (default), entropy, percentile, symmetric (TensorRT's default), "
-                            "or a recipe .toml (see calibration/recipes)")
+                            "or a recipe .toml (see edgevision/data/calibration/recipes)")
     group.add_argument("--quantizer", choices=QUANTIZERS,
                        help="onnxruntime (default, QDQ for every backend) or nncf (tuned for OpenVINO)")
     group.add_argument("--seed", type=int, help="picks the calibration subset when the source has more (default 0)")

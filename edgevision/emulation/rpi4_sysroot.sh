@@ -7,14 +7,14 @@
 # network access to deb.debian.org and PyPI on the first run, and root (debootstrap creates
 # device nodes; with --foreign and dpkg-deb -x only the download step needs it).
 #
-#   scripts/rpi4_sysroot.sh            # build or reuse, print the path
-#   scripts/rpi4_sysroot.sh --rebuild  # throw the cached one away first
-#   scripts/rpi4_sysroot.sh --path     # print the path if it is built, exit 1 if not (no build)
+#   edgevision/emulation/rpi4_sysroot.sh            # build or reuse, print the path
+#   edgevision/emulation/rpi4_sysroot.sh --rebuild  # throw the cached one away first
+#   edgevision/emulation/rpi4_sysroot.sh --path     # print the path if it is built, exit 1 if not (no build)
 set -euo pipefail
 
 SUITE=bookworm                  # Python 3.11, as on Raspberry Pi OS (bookworm)
 MIRROR=${EDGEVISION_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-# The device-side package set; keep in step with targets/rpi4.toml [requires] and constraints.txt.
+# The device-side package set; keep in step with edgevision/data/targets/rpi4.toml [requires] and constraints.txt.
 # cloudpickle + psutil: the TVM RPC server (tvm.exec.rpc_server) needs them for its worker process.
 WHEELS=(apache-tvm==0.27.0.post1 apache-tvm-ffi==0.1.14.post1 numpy==2.4.6
         opencv-python-headless==5.0.0.93 cloudpickle==3.1.2 psutil==7.2.2)
@@ -31,7 +31,7 @@ if [[ -f "$STAMP" ]]; then
     exit 0
 fi
 if [[ "${1:-}" == "--path" ]]; then
-    echo "rpi4 sysroot not built yet: run scripts/rpi4_sysroot.sh" >&2
+    echo "rpi4 sysroot not built yet: run edgevision/emulation/rpi4_sysroot.sh" >&2
     exit 1
 fi
 
