@@ -60,6 +60,13 @@ class Backend(ABC):
     # runtime takes only symmetric int8 activations (zero point 0) from a QDQ graph.
     int8_recipe: ClassVar[str] = "minmax"
     int8_symmetric_only: ClassVar[bool] = False
+    # True when the payload is architecture-neutral (an ONNX graph, an OpenVINO IR): the runtime of
+    # any CPU runs it, so an aarch64 target's artifact also loads on x86 and the other way round.
+    portable_payload: ClassVar[bool] = False
+
+    def runs_on(self, target: "Target", machine: str) -> bool:
+        """Whether artifacts for ``target`` can execute on a ``machine`` (platform.machine()) CPU."""
+        return self.portable_payload or target.arch == machine
 
     def runtime(self) -> ModuleType | None:
         """The runtime library, imported; None when it is not installed here."""
@@ -92,7 +99,7 @@ class Backend(ABC):
 
         if not self.is_available():
             return False, f"{self.name} runtime not installed"
-        if target.arch != platform.machine():
+        if not self.runs_on(target, platform.machine()):
             return False, f"target is {target.arch}, this host is {platform.machine()}"
         return True, ""
 

@@ -31,6 +31,7 @@ class OnnxRuntimeBackend(Backend):
     extra = "onnxruntime"
     runtime_module = "onnxruntime"
     precisions = ("fp32", "int8")
+    portable_payload = True  # the payload is the ONNX graph itself
 
     def compile(self, onnx_path: Path, target: "Target", settings: CompileSettings,
                 out_dir: Path) -> dict[str, Any]:

@@ -51,6 +51,7 @@ class OpenVinoBackend(Backend):
     extra = "openvino"
     runtime_module = "openvino"
     precisions = ("fp32", "fp16", "bf16", "int8")
+    portable_payload = True  # OpenVINO IR: the CPU plugin of x86 and ARM both read it
 
     def version(self) -> str | None:
         # get_version() is the full build string (e.g. 2025.3.0-19807-...): it names the exact runtime.

@@ -11,12 +11,14 @@ import logging
 import os
 import platform
 import shutil
+import sys
+from types import ModuleType
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import AccuracyGateFailed, BackendUnavailable, InputError
+from ..errors import BackendUnavailable, InputError
 from .base import Backend, CompileSettings, LoadOptions
 
 if TYPE_CHECKING:
@@ -88,6 +90,37 @@ def runtime_threads(requested: int | None) -> int | None:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+RUNTIME_LIB_VARIABLE = "TVM_USE_RUNTIME_LIB"
+
+
+def import_runtime(runtime_only: bool) -> ModuleType:
+    """``import tvm`` for loading a library, without what a device never needs.
+
+    * runtime_only (the target's option, set for devices): the pip wheel loads libtvm_compiler.so
+      (LLVM; +8 s and 460 MB on an emulated Pi) unless TVM_USE_RUNTIME_LIB=1; we set it for the
+      import unless the user chose a value. Without the compiler this process can no longer compile.
+    * torch, never: tvm_ffi tries ``import torch`` at import (for DLPack exchange) and pulls in 2,000
+      modules (+2.6 s) whenever torch is installed. Running a library needs none of it, so the import
+      of torch fails while tvm is imported (it is left alone if torch is already loaded).
+    """
+    if "tvm" in sys.modules:
+        return sys.modules["tvm"]
+    chosen = os.environ.get(RUNTIME_LIB_VARIABLE)
+    block_torch = "torch" not in sys.modules
+    if runtime_only and chosen is None:
+        os.environ[RUNTIME_LIB_VARIABLE] = "1"
+    if block_torch:
+        sys.modules["torch"] = None  # type: ignore[assignment]  # makes `import torch` raise ImportError
+    try:
+        import tvm
+    finally:
+        if block_torch and sys.modules.get("torch", False) is None:
+            del sys.modules["torch"]
+        if runtime_only and chosen is None:
+            del os.environ[RUNTIME_LIB_VARIABLE]  # read once at import; children get the user's environment
+    return tvm
+
+
 class TvmRunner:
     """A Relax VM over the exported library; one float32 batch in, logits out."""
 
@@ -139,51 +172,8 @@ class TvmBackend(Backend):
         from ..compiler.tvm_build import TuningOptions, compile_onnx
 
         tuning = TuningOptions.from_options(settings.options)
-        payload = compile_onnx(onnx_path, target, settings, out_dir / LIBRARY_FILE, tuning, settings.progress)
-        if target.arch != platform.machine():
-            payload.update(self._device_check(onnx_path, target, settings, out_dir))
-        return payload
-
-    def _device_check(self, onnx_path: Path, target: "Target", settings: CompileSettings,
-                      out_dir: Path) -> dict[str, Any]:
-        """Cross builds carry a probe (real photos + x86 outputs) and, where qemu can run the
-        library here, record the emulated comparison: option device_check=auto|on|off."""
-        from ..emulation.verify import DEFAULT_TOLERANCE, PROBE_FILE, RECORD_KEY, run_on_device, write_probe
-
-        mode = str(settings.options.get("device_check", "auto")).lower()
-        if mode not in ("auto", "on", "off"):
-            raise InputError(f"device_check={mode!r} is not auto, on or off", "write e.g. --option device_check=on")
-        if importlib.util.find_spec("onnxruntime") is None:
-            log.warning("onnxruntime missing: the %s artifact carries no verification probe", target.name)
-            return {}
-        found: dict[str, Any] = {"probe": write_probe(onnx_path, settings.input_shape, out_dir / PROBE_FILE)}
-        if mode == "off":
-            return found
-        if mode == "auto":
-            from ..emulation.qemu import find_sysroot, qemu_available
-
-            if not (qemu_available() and find_sysroot() is not None):
-                log.info("no qemu sysroot cached: skipping the emulated check (edgevision/emulation/rpi4_sysroot.sh)")
-                return found
-        if settings.progress:
-            settings.progress(f"running the library under qemu ({target.options.get('qemu_cpu', 'cortex-a72')})")
-        with np.load(out_dir / PROBE_FILE) as probe:
-            inputs, expected = probe["inputs"], probe["outputs"]
-        device, outputs, stats, seconds = run_on_device(out_dir / LIBRARY_FILE, inputs, target.arch,
-                                                        target.options.get("qemu_cpu", "cortex-a72"),
-                                                        build_sysroot=mode == "on")
-        diff = float(np.abs(outputs.astype(np.float64) - expected).max())
-        agree = float((outputs.argmax(1) == expected.argmax(1)).mean())
-        if diff > DEFAULT_TOLERANCE or agree < 1.0:
-            raise AccuracyGateFailed(f"the {target.arch} library under {device} differs from x86 ONNX Runtime "
-                                     f"by {diff:.3g} (top-1 agreement {agree:.0%})",
-                                     "report it with the model: a TVM codegen difference for this CPU")
-        found[RECORD_KEY] = {"device": device, "reference": found["probe"]["reference"], "inputs": len(inputs),
-                             "max_abs_diff": diff, "top1_agreement": agree, "tolerance": DEFAULT_TOLERANCE,
-                             "passed": True, "seconds": round(seconds, 2), "load_s": stats["load_s"],
-                             "run_s_per_input": stats["run_s_per_input"], "chelsea_top1": "",
-                             "stage": "compile (bare library)"}
-        return found
+        # Cross builds are checked on the emulated device by the compile pipeline (emulation.verify).
+        return compile_onnx(onnx_path, target, settings, out_dir / LIBRARY_FILE, tuning, settings.progress)
 
     def load(self, payload_dir: Path, manifest: "Manifest", options: LoadOptions) -> TvmRunner:
         library = payload_dir / manifest.payload["library"]
@@ -199,11 +189,11 @@ class TvmBackend(Backend):
                                      "which this CPU lacks", "compile it on this machine, or for an older CPU "
                                      "(a target with tvm_target.mcpu = \"x86-64-v2\")")
         try:
-            import tvm
+            tvm = import_runtime(runtime_only=bool(manifest.target.options.get("runtime_only", False)))
             from tvm.runtime.vm import VirtualMachine
         except ImportError as err:
             raise BackendUnavailable("this artifact needs the TVM runtime, which is not installed",
-                                     "pip install apache-tvm==0.27.0.post1 apache-tvm-ffi==0.1.14.post1") from err
+                                     "pip install 'edgevision[tvm-runtime]'") from err
         threads = runtime_threads(options.threads or manifest.target.threads)
         if threads:
             # TVM's only thread knob: its pool is capped at TVM_NUM_THREADS, or else at half the logical

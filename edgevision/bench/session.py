@@ -169,7 +169,11 @@ def _prepare(candidate: Candidate) -> RowResult:
             row.status, row.reason = "skipped", f"--rpc runs TVM artifacts only; this one is {m.backend}"
         return row
     host = platform.machine()
-    if m.target.arch != host:
+    try:
+        foreign = not get_backend(m.backend).runs_on(m.target, host)
+    except EdgevisionError:
+        foreign = m.target.arch != host
+    if foreign:
         row.status = "skipped"
         row.reason = (f"compiled for {m.target.arch} ({m.target.name}), this host is {host}: "
                       "run it on the device or with --rpc")

@@ -176,13 +176,47 @@ def compile_model(request: CompileRequest, progress: Progress | None = None) -> 
             host={"machine": platform.machine(), "system": platform.system(), "node_cpu": platform.processor()},
             source=spec.source)
 
+        if target.arch != platform.machine():
+            # A cross target carries the x86 reference logits of real photos, to verify it on the device.
+            from ..emulation.verify import probe_for_compile
+
+            manifest.payload.update(probe_for_compile(onnx_path, manifest, payload_dir))
         if request.gate:
             step("checking accuracy against the original")
             manifest.accuracy = _gate(backend, target, manifest, payload_dir, onnx_path, val_inputs, reference,
                                       ref_name, request, precision, labels, batch=ref_batch)
+        _emulated_check(manifest, payload_dir, work / out_path.name, request, step)
         step(f"writing {out_path}")
         write_artifact(manifest, payload_dir, out_path)
     return CompileResult(path=out_path, manifest=manifest)
+
+
+def _emulated_check(manifest: Manifest, payload_dir: Path, candidate: Path, request: CompileRequest,
+                    step: Progress) -> None:
+    """Run the artifact on its emulated device (qemu for aarch64 targets that name a qemu_cpu), through
+    the installed package from the probe's photos; record the result, fail the compile on a mismatch."""
+    from ..emulation.verify import RECORD_KEY, check_at_compile, device_extra, emulation_mode
+
+    mode = emulation_mode(manifest.target, request.options)
+    if mode is None or "probe" not in manifest.payload:
+        return
+    step(f"checking it on the emulated {manifest.target.arch} device (qemu {manifest.target.options['qemu_cpu']}, "
+         f"edgevision[{device_extra(manifest.target)}] installed in a venv there; emulation is slow)")
+    write_artifact(manifest, payload_dir, candidate)
+    result = check_at_compile(candidate, manifest, payload_dir, mode)
+    manifest.payload[RECORD_KEY] = result.to_dict()
+    if not result.passed:
+        raise AccuracyGateFailed(f"on {result.device} the installed package differs from {result.reference}: "
+                                 f"max|diff| {result.max_abs_diff:.3g} (allowed {result.max_allowed:.3g}), top-1 "
+                                 f"agreement {result.top1_agreement:.0%}, forbidden imports/libraries "
+                                 f"{result.process.get('forbidden_modules', []) + result.process.get('compiler_libraries', [])}",
+                                 "report it with the model: the device build computes something else")
+    if manifest.accuracy is not None:
+        emulated = (f"under {result.device} the installed package matched {result.reference} on "
+                    f"{result.inputs} photos decoded there (max|diff| {result.max_abs_diff:.2g}, "
+                    f"allowed {result.max_allowed:.2g}; top-1 equal)")
+        note = manifest.accuracy.note
+        manifest.accuracy = replace(manifest.accuracy, note=f"{note}; {emulated}" if note else emulated)
 
 
 def _apply_precision(onnx_path: Path, spec: ModelSpec, request: CompileRequest, settings: CompileSettings,
@@ -215,11 +249,6 @@ def _gate(backend: Any, target: Target, manifest: Manifest, payload_dir: Path, o
         candidate_name = f"onnxruntime on the exported {'QDQ ' if precision == 'int8' else ''}ONNX"
         predict = _onnxruntime_predict(onnx_path)
         note = f"compiled payload not executed on this host ({why}); verify on the device"
-        emulated = manifest.payload.get("device_check")  # a backend's own run under emulation (TVM rpi4)
-        if emulated and emulated.get("passed"):
-            note = (f"compiled payload not executed natively ({why}); under {emulated['device']} it matched "
-                    f"{emulated['reference']} on {emulated['inputs']} photos (max|diff| "
-                    f"{emulated['max_abs_diff']:.2g})")
     with translated(backend.name if can_run else "onnxruntime", "run the compiled model"):
         candidate = gate.run_batched(predict, val_inputs, batch)
     cmp = gate.compare(reference, candidate)

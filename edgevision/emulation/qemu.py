@@ -2,9 +2,14 @@
 
 No binfmt_misc is assumed: every aarch64 program is started through qemu explicitly, and
 programs that re-exec ``sys.executable`` (the TVM RPC server) get a wrapper script instead.
+
+qemu 7.2 lets the guest read the x86 host's /proc/cpuinfo, and ONNX Runtime's aarch64 build
+segfaults on import over it; so, where this host allows it, every guest runs in a private mount
+namespace with a Raspberry Pi 4 cpuinfo (``pi4-cpuinfo``, shipped here) bind-mounted over it.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -18,9 +23,11 @@ from ..errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 SYSROOT_SCRIPT = Path(__file__).resolve().parent / "rpi4_sysroot.sh"
+PI4_CPUINFO = Path(__file__).resolve().parent / "pi4-cpuinfo"
 QEMU = "qemu-aarch64-static"
+# Bind the Cortex-A72 cpuinfo in a mount namespace of the guest's own; "$1" is the file, the rest the command.
+_CPUINFO_SHELL = 'mount --bind "$1" /proc/cpuinfo && shift && exec "$@"'
 SITE_PACKAGES = Path("opt/edgevision/site-packages")
 PYTHON = Path("usr/bin/python3.11")
 
@@ -43,36 +50,76 @@ class Sysroot:
         return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file() and not p.is_symlink())
 
 
+@functools.lru_cache(maxsize=None)
+def cpuinfo_namespace_works(cpuinfo: Path = PI4_CPUINFO) -> bool:
+    """Whether this host lets us bind-mount a cpuinfo in a private mount namespace (root, or a user
+    namespace with mount rights); asked once per process, since the answer does not change."""
+    if shutil.which("unshare") is None or not cpuinfo.is_file():
+        return False
+    try:
+        done = subprocess.run(["unshare", "-m", "sh", "-c", _CPUINFO_SHELL, "sh", str(cpuinfo), "true"],
+                              capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
 @dataclass(frozen=True)
 class Emulator:
-    """How aarch64 programs are started here: the qemu binary, the CPU model and the sysroot."""
+    """How aarch64 programs are started here: the qemu binary, the CPU model and the sysroot.
+
+    ``python`` is the interpreter to start (default: the sysroot's own python3.11; a device venv's
+    ``bin/python3`` for the installed package). ``cpuinfo`` is shown to the guest as /proc/cpuinfo
+    when the host allows a private mount namespace (None: the guest sees the host's).
+    """
 
     sysroot: Sysroot
     cpu: str = "cortex-a72"
     qemu: str = QEMU
+    python: Path | None = None
+    cpuinfo: Path | None = PI4_CPUINFO
+
+    def with_python(self, python: Path) -> "Emulator":
+        return Emulator(self.sysroot, self.cpu, self.qemu, python, self.cpuinfo)
+
+    def _cpuinfo_prefix(self) -> list[str]:
+        if self.cpuinfo is None:
+            return []
+        if not cpuinfo_namespace_works(self.cpuinfo):
+            log.warning("cannot show the emulated Pi a Cortex-A72 /proc/cpuinfo (unshare -m is not permitted "
+                        "here): it sees this host's, and ONNX Runtime's aarch64 build may crash on import")
+            return []
+        return ["unshare", "-m", "sh", "-c", _CPUINFO_SHELL, "sh", str(self.cpuinfo)]
 
     def command(self, args: Sequence[str], argv0: str | None = None) -> list[str]:
-        """argv running the sysroot's python3.11 with ``args`` under qemu (``argv0``: its sys.executable)."""
+        """argv running the aarch64 python with ``args`` under qemu (``argv0``: its sys.executable).
+
+        The guest's pid is the one Popen reports: unshare and sh exec into qemu, nothing forks."""
         prefix = [self.qemu, "-0", argv0] if argv0 else [self.qemu]
-        return [*prefix, "-cpu", self.cpu, "-L", str(self.sysroot.root), str(self.sysroot.python), *args]
+        python = self.python or self.sysroot.python
+        return [*self._cpuinfo_prefix(), *prefix, "-cpu", self.cpu, "-L", str(self.sysroot.root), str(python), *args]
 
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
-        """A clean environment: the host venv must not leak x86 packages into the aarch64 Python."""
+        """A clean environment: the host venv must not leak x86 packages into the aarch64 Python.
+
+        A device venv (``python`` set) finds its packages itself; the bare sysroot python gets the
+        sysroot's TVM RPC package set on PYTHONPATH. Nothing of a checkout is ever on the path."""
         keep = {k: v for k, v in os.environ.items()
                 if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TVM_NUM_THREADS", "OMP_NUM_THREADS")}
-        keep.update({"PYTHONPATH": os.pathsep.join([str(self.sysroot.site), str(REPO_ROOT)]),
-                     "PYTHONNOUSERSITE": "1", "PYTHONDONTWRITEBYTECODE": "1",
-                     # The device runs the TVM runtime only; the sysroot ships no compiler library.
-                     "TVM_USE_RUNTIME_LIB": "1"})
+        keep.update({"PYTHONNOUSERSITE": "1", "PYTHONDONTWRITEBYTECODE": "1"})
+        if self.python is None:
+            # The RPC server's package set: the TVM runtime only (the sysroot ships no compiler library).
+            keep.update({"PYTHONPATH": str(self.sysroot.site), "TVM_USE_RUNTIME_LIB": "1"})
         keep.update(extra or {})
         return keep
 
-    def run_python(self, args: Sequence[str], timeout: float = 600,
-                   extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    def run_python(self, args: Sequence[str], timeout: float = 600, extra_env: dict[str, str] | None = None,
+                   cwd: Path | None = None) -> subprocess.CompletedProcess:
         cmd = self.command(args)
         log.info("qemu: %s", " ".join(cmd))
+        # cwd: never the checkout, so nothing of it can shadow the installed package.
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=self.env(extra_env),
-                              cwd=str(REPO_ROOT))
+                              cwd=str(cwd or self.sysroot.root))
 
     def write_interpreter(self, path: Path) -> Path:
         """A shell script that behaves like the aarch64 ``python3`` (for code that re-execs itself)."""

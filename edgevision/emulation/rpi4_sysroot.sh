@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Build (once) the arm64 Debian sysroot and aarch64 Python packages that run rpi4 artifacts under
-# qemu-aarch64-static. Cached under ${EDGEVISION_CACHE:-~/.cache/edgevision}/rpi4-<key>; a second
-# call finds the stamp and only prints the path. Prints the sysroot directory on its last line.
+# qemu-aarch64-static. Cached under ${EDGEVISION_CACHE:-~/.cache/edgevision}/rpi4-sysroot-<suite>-<key>;
+# a second call finds the stamp and only prints the path. Prints the sysroot directory on its last line.
+# The per-runtime virtualenvs that hold the installed edgevision wheel are made inside it later, by
+# edgevision.emulation.device_env (one per runtime and wheel hash, under opt/venvs/).
 #
 # Needs: debootstrap, dpkg-deb, qemu-user-static (apt-get install debootstrap qemu-user-static),
 # network access to deb.debian.org and PyPI on the first run, and root (debootstrap creates
@@ -14,13 +16,15 @@ set -euo pipefail
 
 SUITE=bookworm                  # Python 3.11, as on Raspberry Pi OS (bookworm)
 MIRROR=${EDGEVISION_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-# The device-side package set; keep in step with edgevision/data/targets/rpi4.toml [requires] and constraints.txt.
+# The TVM RPC server's package set (the emulated RPC board and tuning over RPC use it; edgevision
+# itself runs from the venvs under opt/venvs/). Keep in step with edgevision/data/targets/rpi4.toml [requires] and constraints.txt.
 # cloudpickle + psutil: the TVM RPC server (tvm.exec.rpc_server) needs them for its worker process.
 WHEELS=(apache-tvm==0.27.0.post1 apache-tvm-ffi==0.1.14.post1 numpy==2.4.6
         opencv-python-headless==5.0.0.93 cloudpickle==3.1.2 psutil==7.2.2)
 KEY=$(printf '%s\n' "$SUITE" "${WHEELS[@]}" | sha256sum | cut -c1-12)
 CACHE=${EDGEVISION_CACHE:-$HOME/.cache/edgevision}
-DEST=$CACHE/rpi4-$SUITE-$KEY
+PREFIX=rpi4-sysroot-$SUITE-
+DEST=$CACHE/$PREFIX$KEY
 STAMP=$DEST/.edgevision-complete
 
 if [[ "${1:-}" == "--rebuild" ]]; then
@@ -81,8 +85,9 @@ TVM_USE_RUNTIME_LIB=1 PYTHONPATH="$SITE" PYTHONNOUSERSITE=1 \
 date -u +%FT%TZ >"$WORK/root/.edgevision-complete"
 rm -rf "$DEST"
 mv "$WORK/root" "$DEST"
-# Older sysroots (another package set) are dead weight: ~420 MB each.
-for old in "$CACHE"/rpi4-"$SUITE"-*; do
+# Older sysroots of this layout (another package set) are dead weight: ~420 MB each. Only this
+# script's own prefix: other layouts in the cache belong to other edgevision versions.
+for old in "$CACHE"/"$PREFIX"*; do
     [[ "$old" != "$DEST" && -f "$old/.edgevision-complete" ]] && rm -rf "$old"
 done
 echo "built in $(( $(date +%s) - start )) s, $(du -sh "$DEST" | cut -f1)" >&2

@@ -1,12 +1,17 @@
-"""Prove an artifact computes what the x86 reference computes, on the device's own instruction set.
+"""Prove an artifact computes what the x86 reference computes, on the device's own instruction set,
+through the package a device owner installs, from image files.
 
-At compile time a cross target stores a *probe* in its payload: a few real photos preprocessed to
-input tensors plus ONNX Runtime's x86 outputs for them. ``verify_artifact`` runs the artifact on
-those inputs through ``edgevision.runtime`` -- under qemu-aarch64 when the artifact is for aarch64
-and this host is not -- and compares the outputs within a tolerance (1e-4 by default).
+At compile time a cross target stores a *probe* in its payload: which bundled photos (name and
+sha256) and ONNX Runtime's x86 logits for them, decoded and preprocessed on x86. The device side
+(:mod:`.device_check`) reads the same photo files and does its own decoding and preprocessing with its
+own OpenCV -- natively, or under qemu-aarch64 in a venv of the installed edgevision wheel plus the
+target's device extra (:mod:`.device_env`) -- and returns logits. OpenCV's aarch64 resize differs from
+x86's by one level on ~21% of tensor elements, which moves logits by up to ~0.06, so the comparison
+is a tolerance scaled by each image's logit range plus equal top-1 on every photo.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import platform
@@ -14,162 +19,287 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from ..errors import ArtifactError, BackendUnavailable, EdgevisionError, InputError
 
+if TYPE_CHECKING:
+    from ..artifact.manifest import Manifest
+    from ..preprocess import PreprocessConfig
+    from ..targets import Target
+
 log = logging.getLogger(__name__)
 
 PROBE_FILE = "probe.npz"
 PROBE_IMAGES = ("chelsea", "coffee", "camera")
-DEFAULT_TOLERANCE = 1e-4
 RECORD_KEY = "device_check"  # where a verification lands in the manifest's payload
+DEVICE_TIMEOUT_S = 1800
+
+
+@dataclass(frozen=True)
+class LogitTolerance:
+    """|device - reference| <= atol + rtol * (max - min of the reference logits of that image).
+
+    Scaled by the logit range because logits have no fixed scale (ResNet-50's span ~40, a small
+    net's ~10). The default rtol of 1% covers the aarch64 OpenCV resize (measured: up to ~0.06 on
+    EfficientNet-Lite0, whose logits span ~20, i.e. 0.3%) with room, and stays far below what a
+    wrong kernel or a different preprocessing gives (whole logits)."""
+
+    rtol: float = 0.01
+    atol: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if not (self.rtol >= 0 and self.atol >= 0):
+            raise InputError(f"tolerance rtol={self.rtol}, atol={self.atol} is negative", "pass values >= 0")
+
+    def bounds(self, reference: np.ndarray) -> np.ndarray:
+        """The allowed |difference| per image (rows of ``reference``)."""
+        span = reference.max(axis=1) - reference.min(axis=1)
+        return self.atol + self.rtol * span
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rtol": self.rtol, "atol": self.atol, "scale": "per-image logit range (max - min)"}
 
 
 @dataclass(frozen=True)
 class Verification:
     device: str  # e.g. "qemu-aarch64-static -cpu cortex-a72" or "native x86_64"
     reference: str
-    inputs: int
+    images: list[str]
     max_abs_diff: float
+    max_allowed: float  # the tolerance bound on the worst image
+    worst_ratio: float  # max over images of diff / bound: <= 1 passes
     top1_agreement: float
-    tolerance: float
+    tolerance: dict[str, Any]
     passed: bool
     seconds: float  # wall clock, emulator and runtime start included
     load_s: float
     run_s_per_input: float
-    chelsea_top1: str
-    stage: str = "edgevision verify (artifact through edgevision.runtime)"
+    cold_start_s: float | None  # process start to first prediction (emulated time under qemu: not speed)
+    top1: list[str]  # the device's top-1 "index:label" per image
+    install: dict[str, Any] = field(default_factory=dict)  # what ran: wheel, extra, venv size
+    process: dict[str, Any] = field(default_factory=dict)  # modules / compiler libraries seen in it
+    stage: str = "edgevision verify (installed package, from image files)"
+
+    @property
+    def inputs(self) -> int:
+        return len(self.images)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["inputs"] = self.inputs
+        data["process"] = {k: v for k, v in self.process.items() if k != "shared_libraries"}
+        return data
 
 
-def probe_inputs(input_shape: Sequence[int]) -> np.ndarray:
-    """Real photos as the network's input tensors (ImageNet normalisation, centre crop)."""
-    from ..preprocess import PreprocessConfig, preprocess
-    from ..samples import sample_image
-
-    _, _, h, w = (int(d) for d in input_shape)
-    config = PreprocessConfig(input_size=(h, w), resize_short=round(min(h, w) / 0.875))
-    return np.stack([preprocess(sample_image(name), config) for name in PROBE_IMAGES])
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def write_probe(onnx_path: Path, input_shape: Sequence[int], out_file: Path) -> dict[str, Any]:
-    """Store probe inputs and ONNX Runtime's outputs on this host; returns the manifest entry."""
+def reference_logits(onnx_path: Path, preprocess_config: "PreprocessConfig",
+                     names: Sequence[str] = PROBE_IMAGES) -> tuple[str, np.ndarray]:
+    """ONNX Runtime on this host on the bundled photos, decoded and preprocessed here."""
     import onnxruntime as ort
 
-    inputs = probe_inputs(input_shape)
+    from ..preprocess import preprocess
+    from ..samples import sample_image
+
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    outputs = np.concatenate([session.run(None, {name: inputs[i:i + 1]})[0] for i in range(len(inputs))])
-    np.savez(out_file, inputs=inputs, outputs=outputs.astype(np.float32))
-    return {"file": out_file.name, "images": list(PROBE_IMAGES),
-            "reference": f"onnxruntime {ort.__version__} on {platform.machine()} (exported ONNX)"}
+    out = [session.run(None, {name: preprocess(sample_image(n), preprocess_config)[None]})[0] for n in names]
+    return f"onnxruntime {ort.__version__} on {platform.machine()} (exported ONNX)", np.concatenate(out)
 
 
-def _reference_outputs(reference: Path, inputs: np.ndarray) -> tuple[str, np.ndarray]:
-    if reference.suffix == ".onnx":
-        import onnxruntime as ort
+def write_probe(onnx_path: Path, preprocess_config: "PreprocessConfig", out_file: Path,
+                names: Sequence[str] = PROBE_IMAGES) -> dict[str, Any]:
+    """Store the x86 reference logits for the probe photos; returns the manifest entry."""
+    from ..samples import IMAGES_DIR
 
-        session = ort.InferenceSession(str(reference), providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        out = [session.run(None, {name: inputs[i:i + 1]})[0] for i in range(len(inputs))]
-        return f"onnxruntime {ort.__version__} on {reference.name}", np.concatenate(out)
-    from ..runtime import load
-
-    with load(reference) as model:
-        out = [model.run(inputs[i:i + 1]) for i in range(len(inputs))]
-        return f"{model.manifest.backend} artifact {reference.name}", np.concatenate(out)
+    reference, outputs = reference_logits(onnx_path, preprocess_config, names)
+    np.savez(out_file, outputs=outputs.astype(np.float32))
+    return {"file": out_file.name, "images": list(names), "reference": reference,
+            "image_sha256": {n: _sha256(IMAGES_DIR / f"{n}.jpg") for n in names}}
 
 
-def _device_command(arch: str, qemu_cpu: str, build_sysroot: bool) -> tuple[str, Any]:
-    """How to start the device-side check here: natively, or through qemu for aarch64 artifacts."""
+def device_extra(target: "Target") -> str:
+    """The pip extra a device of this target installs (target [requires] extra, else the backend's)."""
+    from ..backends import get_backend
+
+    return str(target.requires.get("extra") or get_backend(target.backend).extra)
+
+
+@dataclass(frozen=True)
+class DeviceRun:
+    device: str
+    logits: np.ndarray
+    stats: dict[str, Any]
+    seconds: float
+    cold_start_s: float | None
+    install: dict[str, Any]
+
+
+def _device_runner(target: "Target", build_sysroot: bool, wheel: Path | None) -> tuple[str, Any, dict[str, Any]]:
+    """How to start the device side here: natively, or under qemu in the venv of the installed wheel."""
     host = platform.machine()
-    if arch == host:
-        return f"native {host}", None
-    if arch != "aarch64":
-        raise BackendUnavailable(f"cannot emulate {arch} artifacts here (only aarch64 through qemu)",
-                                 f"run `edgevision verify` on the {arch} device itself")
+    if target.arch == host:
+        return f"native {host}", None, {"python": sys.executable}
+    if target.arch != "aarch64":
+        raise BackendUnavailable(f"cannot emulate {target.arch} artifacts here (only aarch64 through qemu)",
+                                 f"run `edgevision verify` on the {target.arch} device itself")
+    from .device_env import ensure_device_env
     from .qemu import emulator_for
 
-    emulator = emulator_for(qemu_cpu, build=build_sysroot)
-    return f"{emulator.qemu} -cpu {emulator.cpu}", emulator
+    emulator = emulator_for(str(target.options.get("qemu_cpu", "cortex-a72")), build=build_sysroot)
+    env = ensure_device_env(emulator.sysroot, device_extra(target), wheel)
+    install = {"extra": env.extra, "wheel": env.wheel, "venv": str(env.root),
+               "venv_mb": round(env.size_bytes() / 1e6, 1)}
+    return f"{emulator.qemu} -cpu {emulator.cpu}", emulator.with_python(env.python), install
 
 
-def run_on_device(artifact: Path, inputs: np.ndarray, arch: str, qemu_cpu: str = "cortex-a72",
-                  build_sysroot: bool = True, timeout: float = 1800) -> tuple[str, np.ndarray, dict[str, Any], float]:
-    """Run ``inputs`` through an artifact (or a bare TVM .so) on its own architecture.
-
-    Returns (device description, outputs, device-side timings, wall seconds).
-    """
-    device, emulator = _device_command(arch, qemu_cpu, build_sysroot)
+def run_on_device(artifact: Path, target: "Target", names: Sequence[str] = PROBE_IMAGES,
+                  build_sysroot: bool = True, wheel: Path | None = None,
+                  timeout: float = DEVICE_TIMEOUT_S) -> DeviceRun:
+    """Run the bundled photos ``names`` through the artifact on its own architecture."""
+    device, emulator, install = _device_runner(target, build_sysroot, wheel)
     with tempfile.TemporaryDirectory(prefix="edgevision-verify-") as tmp:
-        in_file, out_file = Path(tmp) / "inputs.npy", Path(tmp) / "outputs.npy"
-        np.save(in_file, inputs)
-        args = ["-m", "edgevision.emulation.device_check", str(Path(artifact).resolve()), str(in_file), str(out_file)]
-        started = time.perf_counter()
+        args = ["-m", "edgevision.emulation.device_check", str(Path(artifact).resolve()), tmp, *names]
+        started_unix, started = time.time(), time.perf_counter()
         try:
             if emulator is None:
-                from .qemu import REPO_ROOT
-
                 done = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout,
-                                      cwd=str(REPO_ROOT))
+                                      cwd=tmp)
             else:
-                done = emulator.run_python(args, timeout=timeout)
+                done = emulator.run_python(args, timeout=timeout, cwd=Path(tmp))
         except subprocess.TimeoutExpired as err:
             raise EdgevisionError(f"the device-side run did not finish in {timeout:.0f} s",
                                   "use a smaller input size, or verify on the device") from err
         seconds = time.perf_counter() - started
         if done.returncode != 0:
-            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            last = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}, no output"])[-1]
+            log.debug("device-side stderr:\n%s", done.stderr[-4000:])
             raise EdgevisionError(f"the artifact failed on {device}: {last}",
                                   "rerun with --debug to see the device-side log")
         stats = json.loads(done.stdout.strip().splitlines()[-1])
-        return device, np.load(out_file), stats, seconds
+        first = stats.get("first_prediction_unix")
+        cold = round(first - started_unix, 2) if first else None
+        return DeviceRun(device, np.load(Path(tmp) / "logits.npy"), stats, round(seconds, 2), cold, install)
 
 
-def verify_artifact(artifact: Path, tolerance: float = DEFAULT_TOLERANCE, reference: Path | None = None,
-                    build_sysroot: bool = True, limit: int = 8) -> Verification:
+def compare(run: DeviceRun, expected: np.ndarray, names: Sequence[str], reference: str,
+            tolerance: LogitTolerance, stage: str) -> Verification:
+    if run.logits.shape != expected.shape:
+        raise ArtifactError(f"the artifact outputs shape {run.logits.shape}, the reference {expected.shape}",
+                            "the reference is not the same model: pass the matching one")
+    diff = np.abs(run.logits.astype(np.float64) - expected).max(axis=1)
+    bounds = tolerance.bounds(expected.astype(np.float64))
+    ratio = diff / np.maximum(bounds, 1e-12)
+    top1 = float((run.logits.argmax(1) == expected.argmax(1)).mean())
+    process = run.stats.get("process", {})
+    clean = not process.get("forbidden_modules") and not process.get("compiler_libraries")
+    worst = int(ratio.argmax())
+    return Verification(device=run.device, reference=reference, images=list(names),
+                        max_abs_diff=float(diff.max()), max_allowed=float(bounds[worst]),
+                        worst_ratio=round(float(ratio.max()), 4), top1_agreement=top1,
+                        tolerance=tolerance.to_dict(), passed=bool(ratio.max() <= 1.0 and top1 == 1.0 and clean),
+                        seconds=run.seconds, load_s=run.stats["load_s"], run_s_per_input=run.stats["run_s_per_input"],
+                        cold_start_s=run.cold_start_s, top1=[f"{i}:{label}" for i, label in run.stats["top1"]],
+                        install=run.install, process=process, stage=stage)
+
+
+def _check_photos(run: DeviceRun, expected_sha: dict[str, str]) -> None:
+    """The device must have read the very files the reference was made from."""
+    seen = run.stats.get("images", {})
+    differ = [n for n, sha in expected_sha.items() if seen.get(n) not in (None, sha)]
+    if differ:
+        raise ArtifactError(f"the device's bundled photo(s) {', '.join(differ)} differ from those the reference "
+                            "was made from", "verify with the same edgevision version, or pass --reference")
+
+
+def verify_artifact(artifact: Path, tolerance: LogitTolerance | None = None, reference: Path | None = None,
+                    build_sysroot: bool = True, wheel: Path | None = None) -> Verification:
     """Compare the artifact on its device (or qemu) with the x86 reference; raises nothing on a mismatch."""
     from ..artifact import read_manifest, unpack
 
+    tolerance = tolerance or LogitTolerance()
     artifact = Path(artifact)
     manifest = read_manifest(artifact)
     if reference is not None:
-        from ..compiler.gate import validation_tensors
+        from ..samples import image_paths
 
-        inputs = validation_tensors(manifest.preprocess)[:limit]
-        ref_name, expected = _reference_outputs(Path(reference), inputs)
+        names = [p.stem for p in image_paths()]
+        ref_name, expected = _reference_outputs(Path(reference), manifest, names)
+        expected_sha: dict[str, str] = {}
     else:
         probe = manifest.payload.get("probe")
-        if not probe:
-            raise InputError(f"{artifact.name} carries no verification probe",
+        if not probe or "image_sha256" not in probe:
+            raise InputError(f"{artifact.name} carries no verification probe of image files",
                              "pass --reference MODEL.onnx or an x86 artifact of the same model")
         with tempfile.TemporaryDirectory(prefix="edgevision-probe-") as tmp:
             unpack(artifact, Path(tmp))  # checks every member's sha256 first
             with np.load(Path(tmp) / "payload" / probe["file"]) as data:
-                inputs, expected = data["inputs"], data["outputs"]
-        ref_name = probe["reference"]
-    device, outputs, stats, seconds = run_on_device(artifact, inputs, manifest.target.arch,
-                                                    manifest.target.options.get("qemu_cpu", "cortex-a72"),
-                                                    build_sysroot)
-    if outputs.shape != expected.shape:
-        raise ArtifactError(f"the artifact outputs shape {outputs.shape}, the reference {expected.shape}",
-                            "the reference is not the same model: pass the matching one")
-    diff = float(np.abs(outputs.astype(np.float64) - expected).max())
-    top1 = float((outputs.argmax(1) == expected.argmax(1)).mean())
-    result = Verification(device=device, reference=ref_name, inputs=len(inputs), max_abs_diff=diff,
-                          top1_agreement=top1, tolerance=tolerance, passed=diff <= tolerance and top1 == 1.0,
-                          seconds=round(seconds, 2), load_s=stats["load_s"],
-                          run_s_per_input=stats["run_s_per_input"],
-                          chelsea_top1=":".join(str(v) for v in stats["chelsea_top1"]))
-    log.info("verified %s on %s: max|diff| %.3g", artifact, device, diff)
+                expected = data["outputs"]
+        names, ref_name, expected_sha = list(probe["images"]), probe["reference"], probe["image_sha256"]
+    run = run_on_device(artifact, manifest.target, names, build_sysroot, wheel)
+    _check_photos(run, expected_sha)
+    result = compare(run, expected, names, ref_name, tolerance,
+                     "edgevision verify (installed package, from image files)")
+    log.info("verified %s on %s: max|diff| %.3g", artifact, run.device, result.max_abs_diff)
     return result
+
+
+def _reference_outputs(reference: Path, manifest: "Manifest", names: Sequence[str]) -> tuple[str, np.ndarray]:
+    if reference.suffix == ".onnx":
+        return reference_logits(reference, manifest.preprocess, names)
+    from ..runtime import load
+    from ..samples import sample_image
+
+    with load(reference) as model:
+        out = [model.run(model.preprocess(sample_image(n))[None]) for n in names]
+        return f"{model.manifest.backend} artifact {reference.name} on {platform.machine()}", np.concatenate(out)
+
+
+def probe_for_compile(onnx_path: Path, manifest: "Manifest", payload_dir: Path) -> dict[str, Any]:
+    """A cross target's payload carries the x86 reference (``probe``) for verifying it on the device."""
+    import importlib.util
+
+    if importlib.util.find_spec("onnxruntime") is None:
+        log.warning("onnxruntime missing: the %s artifact carries no verification probe", manifest.target.name)
+        return {}
+    return {"probe": write_probe(onnx_path, manifest.preprocess, payload_dir / PROBE_FILE)}
+
+
+def emulation_mode(target: "Target", options: dict[str, Any]) -> str | None:
+    """Whether a compile runs its artifact under emulation: None when the target names no qemu CPU
+    (or is this host's), else the option device_check=auto|on|off (auto: when the sysroot is cached)."""
+    mode = str(options.get("device_check", "auto")).lower()
+    if mode not in ("auto", "on", "off"):
+        raise InputError(f"device_check={mode!r} is not auto, on or off", "write e.g. --option device_check=on")
+    if not target.options.get("qemu_cpu") or target.arch == platform.machine() or mode == "off":
+        return None
+    if mode == "auto":
+        from .qemu import find_sysroot, qemu_available
+
+        if not (qemu_available() and find_sysroot() is not None):
+            log.info("no qemu sysroot cached: skipping the emulated check (edgevision/emulation/rpi4_sysroot.sh)")
+            return None
+    return mode
+
+
+def check_at_compile(artifact: Path, manifest: "Manifest", payload_dir: Path, mode: str,
+                     wheel: Path | None = None) -> Verification:
+    """The compile-time device check: ``artifact`` (a first write of the final file) on the emulated
+    device, through the installed package, from the probe's photos, against the probe's logits."""
+    probe = manifest.payload["probe"]
+    with np.load(payload_dir / probe["file"]) as data:
+        expected = data["outputs"]
+    run = run_on_device(artifact, manifest.target, probe["images"], build_sysroot=mode == "on", wheel=wheel)
+    _check_photos(run, probe["image_sha256"])
+    return compare(run, expected, probe["images"], probe["reference"], LogitTolerance(),
+                   "compile (installed package, from image files)")
 
 
 def record_verification(artifact: Path, verification: Verification) -> None:

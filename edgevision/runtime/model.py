@@ -133,16 +133,16 @@ def load(path: str | Path, threads: int | None = None, device: str | None = None
     try:
         manifest = unpack(path, Path(workdir.name))
         host = platform.machine()
-        if manifest.target.arch != host:
-            raise ArtifactError(f"{path.name} was compiled for {manifest.target.arch} ({manifest.target.name}), "
-                                f"this machine is {host}",
-                                f"compile for a {host} target, or copy the artifact to a {manifest.target.arch} device")
         try:
             backend = get_backend(manifest.backend)
         except TargetError as err:
             raise ArtifactError(f"{path.name} was built for backend '{manifest.backend}', which this edgevision "
                                 f"does not provide", "install the package that adds that backend, or compile for "
                                 "a target listed by `edgevision targets`") from err
+        if not backend.runs_on(manifest.target, host):
+            raise ArtifactError(f"{path.name} was compiled for {manifest.target.arch} ({manifest.target.name}), "
+                                f"this machine is {host}",
+                                f"compile for a {host} target, or copy the artifact to a {manifest.target.arch} device")
         with translated(backend.name, f"load {path.name}"):
             runner = backend.load(Path(workdir.name) / "payload", manifest, LoadOptions(threads=threads, device=device))
     except BaseException:

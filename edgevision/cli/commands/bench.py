@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -75,6 +76,8 @@ def runnable_targets() -> list[str]:
 
     names, seen = [], set()
     for name, target in sorted(available_targets().items()):
+        if target.arch != platform.machine():
+            continue  # another device's target (even with a portable payload): name it to bench it here
         try:
             backend = get_backend(target.backend)
             ok = backend.is_available() and not backend.compile_requirements(target) and backend.can_run(target)[0]
