@@ -13,7 +13,10 @@ from .errors import InputError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-_INTERPOLATIONS = {"bilinear": 1, "nearest": 0, "bicubic": 2, "area": 3}  # cv2.INTER_* values
+# cv2.INTER_* values. Bilinear is INTER_LINEAR_EXACT (5), OpenCV's bit-exact fixed-point bilinear: plain
+# INTER_LINEAR's SIMD paths round differently on aarch64 and x86 (one level on 21% of a photo's pixels,
+# logits up to 0.19 apart, a near-tie top-1 flipped), the exact one gives the same pixels on both.
+_INTERPOLATIONS = {"bilinear": 5, "nearest": 0, "bicubic": 2, "area": 3}
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 Runs on the device itself or under qemu in a venv of the installed wheel; imports only numpy,
 OpenCV and the backend runtime::
 
-    python -m edgevision.emulation.device_check ARTIFACT OUT_DIR chelsea coffee ...
+    python -m edgevision.emulation.device_check [--threads N] ARTIFACT OUT_DIR chelsea coffee ...
 
 Each name is a bundled photo (``edgevision/samples/images/NAME.jpg`` of *this* installation), read,
 decoded and preprocessed by this machine's OpenCV, run through ``edgevision.runtime``; the logits go
@@ -50,9 +50,12 @@ def main(argv: list[str]) -> int:
     from ..runtime import load
     from ..samples import IMAGES_DIR, read_image
 
+    threads = None
+    if argv[:1] == ["--threads"]:
+        threads, argv = int(argv[1]), argv[2:]
     artifact, out_dir, *names = argv
     files = [IMAGES_DIR / f"{name}.jpg" for name in names]
-    with load(artifact) as model:
+    with load(artifact, threads=threads) as model:
         loaded = time.perf_counter()
         logits, top1, first_prediction = [], [], None
         for path in files:

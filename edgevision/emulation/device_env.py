@@ -138,14 +138,14 @@ def _pip_install(site: Path, wheel: Path, extra: str) -> None:
                                  "rerun with --debug for pip's log")
 
 
-def _write_venv(root: Path, sysroot: Sysroot) -> None:
+def _write_venv(root: Path, sysroot: Sysroot, final: Path) -> None:
     """The layout ``python3 -m venv --without-pip`` makes, with the interpreter link relative to the
     sysroot: an absolute /usr/bin/python3.11 would resolve on this host to its own x86 python."""
     bindir = root / "bin"
     bindir.mkdir(parents=True)
     (root / "lib" / f"python{PYTHON_VERSION}" / "site-packages").mkdir(parents=True)
     interpreter = sysroot.python
-    os.symlink(os.path.relpath(interpreter, bindir), bindir / interpreter.name)
+    os.symlink(os.path.relpath(interpreter, final / "bin"), bindir / interpreter.name)  # valid once renamed
     for alias in ("python3", "python"):
         os.symlink(interpreter.name, bindir / alias)
     (root / "pyvenv.cfg").write_text(f"home = /usr/bin\ninclude-system-site-packages = false\n"
@@ -177,7 +177,7 @@ def ensure_device_env(sysroot: Sysroot, extra: str, wheel: Path | None = None) -
     work = Path(tempfile.mkdtemp(dir=venvs, prefix=f".{extra}-build-"))
     try:
         staged = work / root.name
-        _write_venv(staged, sysroot)
+        _write_venv(staged, sysroot, root)
         _pip_install(staged / "lib" / f"python{PYTHON_VERSION}" / "site-packages", wheel, extra)
         _write_console_script(staged)
         (staged / STAMP).write_text(wheel.name + "\n")
