@@ -68,11 +68,38 @@ def check_image(image: np.ndarray) -> None:
         raise InputError(f"image of shape {tuple(image.shape)} is too small to classify")
 
 
+MAX_RESIZED_PIXELS = 16_000_000  # 48 MB of uint8 pixels: the largest intermediate a short-side resize may make
+
+
+def limit_aspect(image: np.ndarray, resize_short: int, input_size: tuple[int, int],
+                 max_pixels: int = MAX_RESIZED_PIXELS) -> np.ndarray:
+    """Bound the memory of a resize that scales the short side to ``resize_short``.
+
+    That resize makes the long side ``resize_short x aspect``: a 2 x 100000 image would become
+    256 x 12.8M pixels (10 GB). When the resized image would exceed ``max_pixels`` (aspect ratios
+    beyond ~250:1 at 256), the long side is centre-cropped first (a view, no copy) to 4x the short side,
+    or to twice what the centre crop keeps if that is more, so the crop that follows sees the same
+    centre of the picture (up to a sub-pixel shift of the resampling grid). Ordinary images are
+    untouched: their tensors stay bit-identical.
+    """
+    h, w = image.shape[:2]
+    short, long = min(h, w), max(h, w)
+    if resize_short * (long * resize_short / short) <= max_pixels:
+        return image
+    keep = max(1, int(short * max(4.0, 2.0 * max(input_size) / resize_short)))
+    if long <= keep:
+        return image
+    start = (long - keep) // 2
+    return image[start:start + keep] if h > w else image[:, start:start + keep]
+
+
 def preprocess(image: np.ndarray, config: PreprocessConfig, channels: str = "BGR") -> np.ndarray:
     """HxWx3 uint8 image -> one float32 tensor of ``config.tensor_shape(1)[1:]``."""
     import cv2
 
     check_image(image)
+    if config.resize_short is not None:
+        image = limit_aspect(image, config.resize_short, config.input_size)  # memory bound, before any resize
     if channels not in ("BGR", "RGB"):
         raise InputError(f"channels must be 'BGR' or 'RGB', not {channels!r}")
     interp = _INTERPOLATIONS[config.interpolation]

@@ -11,6 +11,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from ..errors import ArtifactError
+from ..files import finish_temp
 from .manifest import Manifest
 
 MANIFEST_NAME = "manifest.json"
@@ -41,7 +42,7 @@ def write_artifact(manifest: Manifest, payload_dir: Path, out_path: Path) -> Pat
                         compress_type=zipfile.ZIP_DEFLATED)
             for path in files:
                 zf.write(path, PAYLOAD_PREFIX + path.relative_to(payload_dir).as_posix())
-        os.replace(tmp_name, out_path)
+        finish_temp(tmp_name, out_path)  # mkstemp makes 0600 files; the artifact gets the user's umask
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise

@@ -46,7 +46,11 @@ class LoadOptions:
 
 
 class Runner(Protocol):
-    """A loaded model: a float32 batch in the manifest's input layout -> output array."""
+    """A loaded model: a float32 batch in the manifest's input layout -> output array.
+
+    A runner that may be called from several threads at once says so with a class attribute
+    ``thread_safe = True``; for any other runner :class:`edgevision.runtime.Model` serialises the calls.
+    """
 
     def run(self, batch: np.ndarray) -> np.ndarray: ...
 
@@ -60,6 +64,10 @@ class Backend(ABC):
     # runtime takes only symmetric int8 activations (zero point 0) from a QDQ graph.
     int8_recipe: ClassVar[str] = "minmax"
     int8_symmetric_only: ClassVar[bool] = False
+    # The ``--option KEY=VALUE`` keys this backend reads at compile time; any other key is refused.
+    option_keys: ClassVar[frozenset[str]] = frozenset()
+    # Devices a load may name (``--device``, compared case-insensitively, ``cuda:1`` matches ``cuda``).
+    devices: ClassVar[tuple[str, ...]] = ("cpu",)
 
     def runtime(self) -> ModuleType | None:
         """The runtime library, imported; None when it is not installed here."""
@@ -95,6 +103,14 @@ class Backend(ABC):
         if target.arch != platform.machine():
             return False, f"target is {target.arch}, this host is {platform.machine()}"
         return True, ""
+
+    def check_device(self, device: str) -> None:
+        """Refuse a ``--device`` this backend cannot run on, before anything is loaded."""
+        from ..errors import InputError
+
+        if device.split(":")[0].split(".")[0].lower() not in self.devices:
+            raise InputError(f"{self.name} cannot run on device {device!r}",
+                             f"use {' or '.join(repr(d) for d in self.devices)}, or leave --device out")
 
     @abstractmethod
     def load(self, payload_dir: Path, manifest: "Manifest", options: LoadOptions) -> Runner:

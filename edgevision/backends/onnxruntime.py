@@ -18,6 +18,8 @@ MODEL_FILE = "model.onnx"
 
 
 class OnnxRuntimeRunner:
+    thread_safe = True  # InferenceSession.run may be called from several threads at once
+
     def __init__(self, session: Any) -> None:
         self.session = session
         self.input_name = session.get_inputs()[0].name

@@ -32,14 +32,26 @@ def _executed_precision(compiled: Any) -> str | None:
 
 
 class OpenVinoRunner:
+    """A pool of infer requests: one InferRequest shared by threads returns other threads' outputs
+    (or "Infer Request is busy"), so each call takes an idle request, or makes one, and gives it back."""
+
+    thread_safe = True
+
     def __init__(self, compiled: Any) -> None:
         self.compiled = compiled
-        self.request = compiled.create_infer_request()
+        self._idle = [compiled.create_infer_request()]  # list.pop/append are atomic under the GIL
         self.executed_precision = _executed_precision(compiled)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        self.request.infer({0: batch})
-        return self.request.get_output_tensor(0).data.copy()
+        try:
+            request = self._idle.pop()
+        except IndexError:  # every request is busy in another thread
+            request = self.compiled.create_infer_request()
+        try:
+            request.infer({0: batch})
+            return request.get_output_tensor(0).data.copy()
+        finally:
+            self._idle.append(request)
 
     def runtime_info(self) -> dict[str, str]:
         """What the device really runs: a bf16 hint on a CPU without bf16 support runs f32."""
@@ -51,6 +63,9 @@ class OpenVinoBackend(Backend):
     extra = "openvino"
     runtime_module = "openvino"
     precisions = ("fp32", "fp16", "bf16", "int8")
+
+    def check_device(self, device: str) -> None:
+        pass  # load() checks it against the devices OpenVINO finds on this machine
 
     def version(self) -> str | None:
         # get_version() is the full build string (e.g. 2025.3.0-19807-...): it names the exact runtime.

@@ -89,7 +89,11 @@ def runtime_threads(requested: int | None) -> int | None:
 
 
 class TvmRunner:
-    """A Relax VM over the exported library; one float32 batch in, logits out."""
+    """A Relax VM over the exported library; one float32 batch in, logits out.
+
+    Not thread-safe (a VM shared by threads can segfault): no ``thread_safe`` flag, so Model serialises
+    calls; each call already uses every core through TVM's own thread pool.
+    """
 
     def __init__(self, vm: Any, tensor: Any) -> None:
         self._main = vm[ENTRY]
@@ -104,6 +108,7 @@ class TvmBackend(Backend):
     extra = "tvm"
     runtime_module = "tvm"
     precisions = ("fp32",)
+    option_keys = frozenset({"tune_trials", "tuning_log", "tune_rpc", "device_check"})
 
     def is_available(self) -> bool:
         # find_spec, not import: importing TVM costs seconds (and pulls torch in when present).

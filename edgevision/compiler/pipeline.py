@@ -17,6 +17,7 @@ from ..artifact.manifest import AccuracyReport
 from ..backends import CompileSettings, LoadOptions, get_backend
 from ..diagnostics import translated
 from ..errors import AccuracyGateFailed, BackendUnavailable, InputError
+from ..files import atomic_output, refuse_overwriting_inputs
 from ..targets import Target, get_target
 from . import gate
 from .export import INPUT_NAME, OUTPUT_NAME, export_onnx
@@ -117,11 +118,62 @@ def _precision(target: Target, requested: str | None) -> str:
     return precision
 
 
+def _check_options(options: dict[str, Any], target: Target, backend: Any, precision: str) -> None:
+    """Every option must be read by someone: the backend, or the quantizer at int8. A key nobody reads
+    (a typo, --tune for a backend that does not tune) would otherwise be dropped in silence."""
+    unknown = sorted(set(options) - backend.option_keys)
+    if not unknown:
+        return
+    from ..quantize import OPTION_KEYS as QUANTIZE_KEYS
+
+    if precision == "int8":
+        unknown = [key for key in unknown if key not in QUANTIZE_KEYS]
+    for key in unknown:
+        if key in QUANTIZE_KEYS:
+            raise InputError(f"option {key} is used only with --precision int8, not {precision}",
+                             "add --precision int8 or drop it")
+        from ..backends import get_backend as backend_named
+        from ..targets import available_targets
+
+        takers = []
+        for name, other in sorted(available_targets().items()):
+            try:
+                if key in backend_named(other.backend).option_keys:
+                    takers.append(name)
+            except Exception:  # a target whose backend plugin is missing takes nothing here
+                continue
+        takes = ", ".join(sorted(backend.option_keys)) or "no options"
+        where = f"; it applies to {', '.join(takers)}" if takers else ""
+        raise InputError(f"option {key} is not used by target {target.name} ({backend.name}), which takes {takes}",
+                         f"drop it{where}")
+
+
+def _input_files(request: CompileRequest) -> dict[str, Path | None]:
+    """What compile reads, to make sure no output overwrites it."""
+    found: dict[str, Path | None] = {"--labels": request.labels_file}
+    for flag, ref in (("the model", request.model), ("--arch", request.arch)):
+        if ref:
+            found[flag] = Path(ref)
+            file_part = ref.rsplit(":", 1)[0]  # module.py:factory
+            if file_part != ref:
+                found[f"{flag} file"] = Path(file_part)
+    calib = request.options.get("calib")
+    found["--calib"] = Path(calib) if calib else None
+    return found
+
+
 def compile_model(request: CompileRequest, progress: Progress | None = None) -> CompileResult:
     step = progress or (lambda msg: log.info("%s", msg))
     target = get_target(request.target)
     backend = get_backend(target.backend)
     precision = _precision(target, request.precision)
+    if request.min_agreement is not None and not 0.0 <= request.min_agreement <= 1.0:
+        raise InputError(f"min_agreement {request.min_agreement} is not between 0 and 1", "pass e.g. 0.95")
+    if request.threads is not None and request.threads < 1:
+        raise InputError(f"threads must be at least 1, not {request.threads}", "or leave it out")
+    _check_options(request.options, target, backend, precision)
+    refuse_overwriting_inputs({"-o/--output": request.output, "--accuracy-report": request.accuracy_report},
+                              _input_files(request))
     missing = backend.compile_requirements(target)
     if missing:
         raise BackendUnavailable(f"cannot compile for {target.name} with {backend.name} here", "; ".join(missing))
@@ -134,6 +186,8 @@ def compile_model(request: CompileRequest, progress: Progress | None = None) -> 
     if target.static_shapes and request.dynamic_batch:
         raise InputError(f"target {target.name} needs static shapes", "compile without --dynamic-batch")
     out_path = Path(request.output or f"{spec.name}.{target.name}.evpkg")
+    inputs = {**_input_files(request), "the ONNX model": Path(spec.onnx_path) if spec.onnx_path else None}
+    refuse_overwriting_inputs({"the artifact": out_path, "--accuracy-report": request.accuracy_report}, inputs)
 
     with tempfile.TemporaryDirectory(prefix="edgevision-compile-") as tmp:
         work = Path(tmp)
@@ -176,12 +230,17 @@ def compile_model(request: CompileRequest, progress: Progress | None = None) -> 
             host={"machine": platform.machine(), "system": platform.system(), "node_cpu": platform.processor()},
             source=spec.source)
 
+        comparison = None
         if request.gate:
             step("checking accuracy against the original")
-            manifest.accuracy = _gate(backend, target, manifest, payload_dir, onnx_path, val_inputs, reference,
-                                      ref_name, request, precision, labels, batch=ref_batch)
+            manifest.accuracy, comparison = _gate(backend, target, manifest, payload_dir, onnx_path, val_inputs,
+                                                  reference, ref_name, request, precision, labels, batch=ref_batch)
         step(f"writing {out_path}")
         write_artifact(manifest, payload_dir, out_path)
+        if request.accuracy_report is not None and comparison is not None:
+            # Only once the gate passed and the artifact exists: a failed gate writes nothing.
+            with atomic_output(Path(request.accuracy_report)) as tmp:
+                gate.write_report(comparison, labels, tmp)
     return CompileResult(path=out_path, manifest=manifest)
 
 
@@ -198,7 +257,7 @@ def _apply_precision(onnx_path: Path, spec: ModelSpec, request: CompileRequest, 
 
 def _gate(backend: Any, target: Target, manifest: Manifest, payload_dir: Path, onnx_path: Path,
           val_inputs: np.ndarray, reference: np.ndarray, ref_name: str, request: CompileRequest,
-          precision: str, labels: list[str], batch: int) -> AccuracyReport:
+          precision: str, labels: list[str], batch: int) -> tuple[AccuracyReport, gate.Comparison]:
     threshold = request.min_agreement if request.min_agreement is not None else gate.DEFAULT_THRESHOLDS[precision]
     can_run, why = backend.can_run(target)
     if can_run:
@@ -223,8 +282,6 @@ def _gate(backend: Any, target: Target, manifest: Manifest, payload_dir: Path, o
     with translated(backend.name if can_run else "onnxruntime", "run the compiled model"):
         candidate = gate.run_batched(predict, val_inputs, batch)
     cmp = gate.compare(reference, candidate)
-    if request.accuracy_report is not None:
-        gate.write_report(cmp, labels, Path(request.accuracy_report))
     report = gate.summarize(cmp, threshold, ref_name, candidate_name, note, gate.CRITERIA.get(precision, "top1"))
     log.info("accuracy gate: top-1 %.1f%%, top-5 %.1f%%, max|diff| %.3g",
              100 * report.top1_agreement, 100 * report.top5_agreement, report.max_abs_diff)
@@ -235,4 +292,4 @@ def _gate(backend: Any, target: Target, manifest: Manifest, payload_dir: Path, o
             raise
         from ..quantize import GATE_FIX
         raise AccuracyGateFailed(err.problem, GATE_FIX) from None
-    return report
+    return report, cmp

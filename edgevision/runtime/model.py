@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -35,7 +36,16 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 class Model:
-    """Use :func:`edgevision.runtime.load` to make one."""
+    """Use :func:`edgevision.runtime.load` to make one.
+
+    Thread safety: ``run``, ``predict``, ``predict_batch`` and ``stream`` may be called from any number
+    of threads at once on one Model, on every backend, and each call gets the result for its own input.
+    How: runners that are safe to share say so (``thread_safe = True``: ONNX Runtime's session, and
+    OpenVINO's runner, which keeps a pool of infer requests, one per concurrent call); calls into any
+    other runner (TVM's VM, TensorRT's execution context, plugins) are serialised by a lock here, so they
+    are correct but run one at a time. Two streams from one Model therefore work on every backend.
+    ``close`` must not race with calls in flight: close the Model after its threads have finished.
+    """
 
     def __init__(self, manifest: Manifest, runner: Runner, workdir: tempfile.TemporaryDirectory | None = None,
                  path: Path | None = None) -> None:
@@ -45,6 +55,7 @@ class Model:
         self._workdir = workdir
         self.labels = manifest.labels
         self.preprocess_config = manifest.preprocess
+        self._serialise = None if getattr(runner, "thread_safe", False) else threading.Lock()
         self._fixed_batch = None if manifest.input.dynamic_batch else int(manifest.input.shape[0])
         self._sample_shape = tuple(int(d) for d in manifest.input.shape[1:])
 
@@ -68,15 +79,26 @@ class Model:
                              "use predict() on images, or preprocess() to build the tensor")
         batch = np.ascontiguousarray(batch)
         if self._fixed_batch is None or len(batch) == self._fixed_batch:
-            return self.runner.run(batch)
+            return self._run_one(batch)
         # A static-batch artifact runs larger batches one slice at a time.
         step = self._fixed_batch
         if len(batch) % step:
             raise InputError(f"batch of {len(batch)} does not divide into the artifact's fixed batch {step}",
                              "compile with --dynamic-batch for arbitrary batch sizes")
-        return np.concatenate([self.runner.run(batch[i:i + step]) for i in range(0, len(batch), step)])
+        return np.concatenate([self._run_one(batch[i:i + step]) for i in range(0, len(batch), step)])
+
+    def _run_one(self, batch: np.ndarray) -> np.ndarray:
+        runner = self.runner
+        if runner is None:
+            raise InputError("this model was closed", "load the artifact again")
+        if self._serialise is None:
+            return runner.run(batch)
+        with self._serialise:  # the runner is not safe to share between threads (see the class docstring)
+            return runner.run(batch)
 
     def topk(self, logits: np.ndarray, k: int = 5) -> list[list[Prediction]]:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise InputError(f"top_k must be a whole number >= 1, not {k!r}", "pass e.g. top_k=5")
         probs = softmax(logits.astype(np.float32))
         k = min(k, probs.shape[-1])
         results = []
@@ -143,6 +165,10 @@ def load(path: str | Path, threads: int | None = None, device: str | None = None
             raise ArtifactError(f"{path.name} was built for backend '{manifest.backend}', which this edgevision "
                                 f"does not provide", "install the package that adds that backend, or compile for "
                                 "a target listed by `edgevision targets`") from err
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise InputError(f"threads must be a whole number >= 1, not {threads!r}", "or None for the default")
+        if device is not None:
+            backend.check_device(device)
         with translated(backend.name, f"load {path.name}"):
             runner = backend.load(Path(workdir.name) / "payload", manifest, LoadOptions(threads=threads, device=device))
     except BaseException:

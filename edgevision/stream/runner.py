@@ -85,7 +85,9 @@ class Stream:
         self.stall_timeout_s = stall_timeout_s
         self.warmup = warmup
         self._smoother = EmaSmoother(smooth) if smooth and smooth > 1 else None
-        self.sinks: list[Sink] = [s if hasattr(s, "write") else CallbackSink(s) for s in sinks]  # type: ignore
+        self.sinks: list[Sink] = []
+        for sink in sinks:
+            self.add_sink(sink)
         self.source: FrameSource = open_source(self.spec, camera, open_timeout_s, read_timeout_s)
         if self.live:
             self._frames: Channel[_Captured] = Channel(1, "latest")
@@ -114,6 +116,14 @@ class Stream:
         return self._recorder.snapshot()
 
     def add_sink(self, sink: Sink | Callable[[StreamResult], Any]) -> None:
+        """Add a sink; one whose ``path`` is the source or the model's artifact is refused (data loss)."""
+        from ..files import refuse_overwriting_inputs
+
+        path = getattr(sink, "path", None)
+        if path is not None:
+            source = self.spec.target if self.spec.kind in ("file", "fifo") else None
+            refuse_overwriting_inputs({f"{type(sink).__name__} output": path},
+                                      {"the stream's source": source, "the artifact": getattr(self.model, "path", None)})
         self.sinks.append(sink if hasattr(sink, "write") else CallbackSink(sink))  # type: ignore[arg-type]
 
     def run(self) -> StreamStats:

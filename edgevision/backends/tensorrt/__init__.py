@@ -163,6 +163,9 @@ class TensorRTBackend(Backend):
     runtime_module = "tensorrt"
     precisions = ("fp32", "fp16", "int8")
     int8_recipe = "symmetric"
+    option_keys = frozenset({"max_batch", "opt_batch", "workspace_mb", "dla_core", "gpu_fallback", "min_tensorrt",
+                             "engine_cache"})
+    devices = ("cuda", "gpu")
     int8_symmetric_only = True  # explicit-QDQ engines take int8 with zero point 0 only
 
     def compile_requirements(self, target: "Target") -> list[str]:

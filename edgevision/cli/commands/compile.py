@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..console import Console
+from ..validate import fraction, non_negative_int, positive_int
 from ...quantize.cli import add_arguments as add_int8_arguments
 from ...quantize.cli import options_from_args as int8_options
 from .info import summary_rows
@@ -35,15 +36,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-size", type=parse_size, help="network input HxW, e.g. 224 or 240x320")
     p.add_argument("--labels", type=Path, help="text file with one class label per line")
     p.add_argument("--val", type=Path, help="folder of validation images for the accuracy gate")
-    p.add_argument("--min-agreement", type=float, help="top-1 agreement the gate requires (0-1)")
+    p.add_argument("--min-agreement", type=fraction, help="top-1 agreement the gate requires (0-1)")
     p.add_argument("--no-gate", action="store_true", help="skip the accuracy gate (not recommended)")
     p.add_argument("--accuracy-report", type=Path, help="write a per-image CSV of the gate's comparison")
-    p.add_argument("--threads", type=int, help="threads recorded for the device runtime")
+    p.add_argument("--threads", type=positive_int, help="threads recorded for the device runtime")
     p.add_argument("--trust-remote-code", action="store_true",
                    help="allow unpickling full Python objects from MODEL (runs code from the file)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="backend-specific option, repeatable")
-    p.add_argument("--tune", type=int, nargs="?", const=-1, metavar="TRIALS",
+    p.add_argument("--tune", type=non_negative_int, nargs="?", const=-1, metavar="TRIALS",
                    help="TVM targets: tune with MetaSchedule for TRIALS measurements in total "
                         "(without a number: 32 per task, ~12 min for MobileNetV2 on 2 cores)")
     p.add_argument("--tuning-log", type=Path, metavar="DIR",

@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..console import Console
+from ..validate import non_negative_float
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("artifact", type=Path)
     p.add_argument("--reference", type=Path,
                    help="compare with this .onnx model or x86 artifact on the bundled photos instead")
-    p.add_argument("--tolerance", type=float, default=1e-4, help="max |difference| allowed (default 1e-4)")
+    p.add_argument("--tolerance", type=non_negative_float, default=1e-4, help="max |difference| allowed (default 1e-4)")
     p.add_argument("--no-build", action="store_true",
                    help="fail instead of building the arm64 sysroot (~2 min, ~420 MB, needs network)")
     p.add_argument("--no-record", action="store_true",
