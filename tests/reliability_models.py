@@ -56,6 +56,25 @@ def tiny_imagenet():
     return _spec(_tiny_module(1000), "tiny-imagenet")
 
 
+def diverging():
+    """tiny(), but the branch depends on the input's values: tracing freezes the all-zeros input's
+    branch into the ONNX graph, real images take the other one in PyTorch, so the accuracy gate fails."""
+    import torch
+    from torch import nn
+
+    class Branchy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.real, self.other = _tiny_module(), _tiny_module()
+            with torch.no_grad():
+                self.other.fc.weight.mul_(-1.0)
+
+        def forward(self, x):
+            return self.real(x) if x.abs().sum() > 0 else self.other(x)
+
+    return _spec(Branchy().eval(), "diverging")
+
+
 def five_classes():
     """Same layers as tiny() but a 5-way head: its state_dict does not fit tiny()."""
     return _spec(_tiny_module(5), "five")

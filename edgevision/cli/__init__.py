@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
             console.error(str(err))
             return err.exit_code
         except Terminated as err:
-            console.error(f"stopped by {err.name} — nothing was written; run the command again to finish")
+            what = "interrupted" if err.name == "SIGINT" else f"stopped by {err.name}"
+            console.error(f"{what} — nothing was written; run the command again to finish")
             return err.exit_code
         except KeyboardInterrupt:
             console.error("interrupted — nothing was written; run the command again to finish")
