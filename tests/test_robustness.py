@@ -454,3 +454,29 @@ def test_write_atomic_leaves_nothing_when_interrupted(tmp_path: Path) -> None:
             tmp.write_bytes(b"half")
             raise KeyboardInterrupt
     assert list(tmp_path.iterdir()) == []
+
+
+def test_library_checks_the_same_bounds(tiny_ort: Path) -> None:
+    """The API refuses what the CLI's parser refuses, in one line each."""
+    from edgevision.errors import InputError
+    from edgevision.preprocess import PreprocessConfig, limit_aspect, preprocess
+    from edgevision.runtime import load
+
+    with pytest.raises(InputError, match="threads must be a whole number >= 1"):
+        load(tiny_ort, threads=0)
+    with pytest.raises(InputError, match="cannot run on device 'TPU'"):
+        load(tiny_ort, device="TPU")
+    model = load(tiny_ort)
+    image = photos(1)[0]
+    for k in (0, -1, 2.5):
+        with pytest.raises(InputError, match="top_k must be a whole number >= 1"):
+            model.predict(image, top_k=k)
+    model.close()
+    with pytest.raises(InputError, match="this model was closed"):
+        model.run(np.zeros((1, 3, 64, 64), np.float32))
+    # Ordinary shapes pass through untouched; an extreme one becomes a view of its centre.
+    assert limit_aspect(image, 256, (224, 224)) is image
+    wide = np.zeros((2, 100_000, 3), np.uint8)
+    kept = limit_aspect(wide, 256, (224, 224))
+    assert kept.shape == (2, 8, 3) and kept.base is wide
+    assert preprocess(wide, PreprocessConfig()).shape == (3, 224, 224)
