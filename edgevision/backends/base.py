@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     from ..targets import Target
 
 
+# Payload keys the core writes whatever the backend: the INT8 recipe, a recorded device check, a note.
+COMMON_PAYLOAD_KEYS = frozenset({"quantization", "device_check", "note"})
+
+
 class CalibrationDataReader(Protocol):
     """ONNX Runtime's interface, kept as small: feed dicts until None."""
 
@@ -68,6 +72,12 @@ class Backend(ABC):
     option_keys: ClassVar[frozenset[str]] = frozenset()
     # Devices a load may name (``--device``, compared case-insensitively, ``cuda:1`` matches ``cuda``).
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
+    # What an artifact's manifest may say to this backend (it is input from whoever made the file):
+    # payload_files are the entries ``load`` opens as files (dotted for nested ones, e.g. "probe.file"),
+    # each must name a member of the artifact's payload/; payload_keys are the keys ``compile`` writes,
+    # any other is refused (None: not declared, e.g. by an older plugin: any key). check_payload vets values.
+    payload_files: ClassVar[tuple[str, ...]] = ()
+    payload_keys: ClassVar[frozenset[str] | None] = None
 
     def runtime(self) -> ModuleType | None:
         """The runtime library, imported; None when it is not installed here."""
@@ -115,6 +125,14 @@ class Backend(ABC):
     @abstractmethod
     def load(self, payload_dir: Path, manifest: "Manifest", options: LoadOptions) -> Runner:
         """Load payload files written by ``compile`` into a runner."""
+
+    def allowed_payload_keys(self) -> frozenset[str] | None:
+        """payload_keys plus those the core itself records for every backend."""
+        return None if self.payload_keys is None else self.payload_keys | COMMON_PAYLOAD_KEYS
+
+    def check_payload(self, payload: dict[str, Any]) -> str | None:
+        """Why ``load`` must not apply this manifest payload (runs before anything is extracted); None if fine."""
+        return None
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "available": self.is_available(), "version": self.version(),

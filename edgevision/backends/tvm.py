@@ -109,6 +109,16 @@ class TvmBackend(Backend):
     runtime_module = "tvm"
     precisions = ("fp32",)
     option_keys = frozenset({"tune_trials", "tuning_log", "tune_rpc", "device_check"})
+    payload_files = ("library", "probe.file")
+    payload_keys = frozenset({"library", "entry", "tvm_target", "cpu_features", "cross_compiler", "tuning", "probe"})
+
+    def check_payload(self, payload: dict[str, Any]) -> str | None:
+        features = payload.get("cpu_features", [])
+        if not isinstance(features, list) or not all(isinstance(f, str) and f.isidentifier() for f in features):
+            return f"cpu_features {str(features)[:60]} is not a list of CPU feature names"
+        if not isinstance(payload.get("tvm_target", {}), dict):
+            return "tvm_target is not an object"
+        return None
 
     def is_available(self) -> bool:
         # find_spec, not import: importing TVM costs seconds (and pulls torch in when present).

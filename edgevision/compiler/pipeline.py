@@ -12,7 +12,8 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import __version__
-from ..artifact import Manifest, TensorSpec, write_artifact
+from ..artifact import Manifest, SigningKey, TensorSpec, payload_digest, write_artifact
+from ..artifact.package import hash_payload_dir
 from ..artifact.manifest import AccuracyReport
 from ..backends import CompileSettings, LoadOptions, get_backend
 from ..diagnostics import translated
@@ -45,6 +46,7 @@ class CompileRequest:
     trust_remote_code: bool = False
     threads: int | None = None
     options: dict[str, Any] = field(default_factory=dict)  # backend and precision flags
+    signer: SigningKey | None = None  # sign the artifact as it is written (edgevision.artifact.SigningKey)
 
 
 @dataclass(frozen=True)
@@ -235,8 +237,11 @@ def compile_model(request: CompileRequest, progress: Progress | None = None) -> 
             step("checking accuracy against the original")
             manifest.accuracy, comparison = _gate(backend, target, manifest, payload_dir, onnx_path, val_inputs,
                                                   reference, ref_name, request, precision, labels, batch=ref_batch)
+            # Bind the record to what it measured: a payload swapped in later no longer matches it.
+            manifest.accuracy = replace(manifest.accuracy,
+                                        payload_sha256=payload_digest(hash_payload_dir(payload_dir)[0]))
         step(f"writing {out_path}")
-        write_artifact(manifest, payload_dir, out_path)
+        write_artifact(manifest, payload_dir, out_path, signer=request.signer)
         if request.accuracy_report is not None and comparison is not None:
             # Only once the gate passed and the artifact exists: a failed gate writes nothing.
             with atomic_output(Path(request.accuracy_report)) as tmp:

@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from ..artifact import Manifest, unpack
+from ..artifact import Manifest, open_artifact, resolve_trust
+from ..artifact.signing import Trust
 from ..backends import LoadOptions, Runner, get_backend
 from ..diagnostics import translated
-from ..errors import ArtifactError, InputError, TargetError
+from ..errors import ArtifactError, InputError
 from ..preprocess import preprocess, preprocess_batch
 
 if TYPE_CHECKING:
@@ -146,33 +147,40 @@ class Model:
         return f"Model({m.model_name!r}, target={m.target.name!r}, backend={m.backend!r}, precision={m.precision!r})"
 
 
-def load(path: str | Path, threads: int | None = None, device: str | None = None) -> Model:
-    """Verify and load an artifact. Imports numpy, OpenCV and the one backend runtime it needs."""
+def load(path: str | Path, threads: int | None = None, device: str | None = None, trust: Trust = None) -> Model:
+    """Verify and load an artifact. Imports numpy, OpenCV and the one backend runtime it needs.
+
+    ``trust``: the signers accepted -- a :class:`~edgevision.artifact.TrustPolicy`, or public key
+    files/folders (then a signature by one of them is required). None: the environment's policy
+    (``EDGEVISION_TRUSTED_KEYS``, ``EDGEVISION_REQUIRE_SIGNATURE``, ``~/.config/edgevision/trust/``);
+    without one, unsigned artifacts load. Everything the policy and the integrity checks refuse is
+    refused before a member is extracted or the backend's runtime is imported.
+    """
     import platform
 
     path = Path(path)
-    workdir = tempfile.TemporaryDirectory(prefix="edgevision-")
-    try:
-        manifest = unpack(path, Path(workdir.name))
+    with open_artifact(path, resolve_trust(trust)) as artifact:
+        manifest = artifact.manifest
         host = platform.machine()
         if manifest.target.arch != host:
             raise ArtifactError(f"{path.name} was compiled for {manifest.target.arch} ({manifest.target.name}), "
                                 f"this machine is {host}",
                                 f"compile for a {host} target, or copy the artifact to a {manifest.target.arch} device")
-        try:
-            backend = get_backend(manifest.backend)
-        except TargetError as err:
-            raise ArtifactError(f"{path.name} was built for backend '{manifest.backend}', which this edgevision "
-                                f"does not provide", "install the package that adds that backend, or compile for "
-                                "a target listed by `edgevision targets`") from err
+        backend = get_backend(manifest.backend)  # the reader checked that it exists
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise InputError(f"threads must be a whole number >= 1, not {threads!r}", "or None for the default")
         if device is not None:
             backend.check_device(device)
-        with translated(backend.name, f"load {path.name}"):
-            runner = backend.load(Path(workdir.name) / "payload", manifest, LoadOptions(threads=threads, device=device))
-    except BaseException:
-        workdir.cleanup()
-        raise
+        workdir = tempfile.TemporaryDirectory(prefix="edgevision-")
+        try:
+            artifact.extract(Path(workdir.name))
+            with translated(backend.name, f"load {path.name}"):
+                runner = backend.load(Path(workdir.name) / "payload", manifest,
+                                      LoadOptions(threads=threads, device=device))
+        except BaseException:
+            workdir.cleanup()
+            raise
+    if artifact.signature.signed:
+        log.info("%s: %s", path.name, artifact.signature.describe())
     log.info("loaded %s (%s, %s, %s)", path, manifest.target.name, manifest.backend, manifest.precision)
     return Model(manifest, runner, workdir, path)

@@ -49,6 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(without a number: 32 per task, ~12 min for MobileNetV2 on 2 cores)")
     p.add_argument("--tuning-log", type=Path, metavar="DIR",
                    help="TVM targets: tuning database folder, reused when it exists and extended by --tune")
+    p.add_argument("--sign", metavar="KEY", help="sign the artifact as it is written: NAME from "
+                   "`edgevision keys new`, or a .key file")
     add_int8_arguments(p)
     p.set_defaults(handler=run, option_parsers=[_tuning_options, int8_options])
 
@@ -78,16 +80,23 @@ def run(args: argparse.Namespace, console: Console) -> int:
     from ...compiler import CompileRequest, compile_model
 
     options = parse_options(args.option)
+    signer = None
+    if args.sign:  # before compiling: a wrong passphrase must not cost a compile
+        from ..signing import load_signing_key
+
+        signer = load_signing_key(args.sign)
     for hook in args.option_parsers:  # flags added by other modules (calibration, tuning) map to options
         options.update(hook(args))
     request = CompileRequest(model=args.model, target=args.target, output=args.output, precision=args.precision,
                              arch=args.arch, dynamic_batch=args.dynamic_batch, input_size=args.input_size,
                              labels_file=args.labels, val_dir=args.val, gate=not args.no_gate,
                              min_agreement=args.min_agreement, accuracy_report=args.accuracy_report,
-                             trust_remote_code=args.trust_remote_code, threads=args.threads, options=options)
+                             trust_remote_code=args.trust_remote_code, threads=args.threads, options=options, signer=signer)
     with console.status("compiling") as step:
         result = compile_model(request, progress=step)
-    console.table(f"{result.path}", ["field", "value"], summary_rows(result.path, result.manifest))
+    signature = f"ed25519, key {signer.key_id}" if signer else "unsigned"
+    console.table(f"{result.path}", ["field", "value"],
+                  summary_rows(result.path, result.manifest, signature=signature))
     if result.manifest.accuracy and result.manifest.accuracy.note:
         console.info(f"note: {result.manifest.accuracy.note}")
     console.print(f"wrote {result.path}")
