@@ -280,8 +280,8 @@ class Artifact:
         dest = Path(dest)
         free = shutil.disk_usage(dest).free
         if free < self.unpacked_bytes:
-            raise OSError(errno.ENOSPC, f"unpacking needs {self.unpacked_bytes / 1e6:.1f} MB, "
-                                        f"{free / 1e6:.1f} MB free", str(dest))
+            raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (unpacking needs {self.unpacked_bytes / 1e6:.1f} "
+                                        f"MB, {free / 1e6:.1f} MB free)", str(dest))
         for name in sorted(self.manifest.files):
             target = dest / name
             target.parent.mkdir(parents=True, exist_ok=True)
