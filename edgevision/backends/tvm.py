@@ -10,6 +10,7 @@ import importlib.util
 import logging
 import os
 import platform
+import re
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import AccuracyGateFailed, BackendUnavailable, InputError
+
+CPU_FEATURE = re.compile(r"^[a-z0-9][a-z0-9_.+-]{0,31}$")  # e.g. avx512bw, sse4.2, neon, fp-armv8
 from .base import Backend, CompileSettings, LoadOptions
 
 if TYPE_CHECKING:
@@ -114,7 +117,7 @@ class TvmBackend(Backend):
 
     def check_payload(self, payload: dict[str, Any]) -> str | None:
         features = payload.get("cpu_features", [])
-        if not isinstance(features, list) or not all(isinstance(f, str) and f.isidentifier() for f in features):
+        if not isinstance(features, list) or not all(isinstance(f, str) and CPU_FEATURE.match(f) for f in features):
             return f"cpu_features {str(features)[:60]} is not a list of CPU feature names"
         if not isinstance(payload.get("tvm_target", {}), dict):
             return "tvm_target is not an object"
