@@ -254,3 +254,126 @@ def test_keys_sign_verify_and_info_commands(tiny: Path, tmp_path: Path) -> None:
     unsigned = cli("info", str(tiny), home=home, env=trusting)
     assert unsigned.returncode == 0 and "unsigned (refused by the trust policy" in unsigned.stdout
     assert any("signature" in ln and "unsigned" in ln for ln in cli("info", str(tiny), home=home).stdout.splitlines())
+
+
+def test_malformed_and_mismatched_signatures(tiny: Path, keys: dict[str, Path], tmp_path: Path) -> None:
+    from edgevision.artifact import SigningKey, open_artifact, read_manifest, sign_artifact
+    from edgevision.artifact.signing import sign_manifest
+    from edgevision.errors import ArtifactError
+
+    signed = sign_artifact(tiny, SigningKey.load(keys["publisher"]), tmp_path / "s.evpkg")
+    with zipfile.ZipFile(signed) as zf:
+        good, raw_manifest = json.loads(zf.read("signature.json")), zf.read("manifest.json")
+
+    def with_signature(name: str, data: bytes) -> Path:
+        return rewrite_artifact(signed, tmp_path / name,
+                                member_edit=lambda n, d: data if n == "signature.json" else d)
+
+    bad_hint = json.loads(json.dumps(good))
+    bad_hint["verificationMaterial"]["publicKey"]["hint"] = "0" * 16
+    other_type = json.loads(json.dumps(good))
+    other_type["dsseEnvelope"]["payloadType"] = "application/json"
+    for name, data, needle in [("garbage.evpkg", b"{nope", "is not valid JSON"),
+                               ("empty.evpkg", b"{}", "signature.json is malformed (no 'verificationMaterial')"),
+                               ("hint.evpkg", json.dumps(bad_hint).encode(), "its key id does not name its public key"),
+                               ("type.evpkg", json.dumps(other_type).encode(), "unknown media type")]:
+        with pytest.raises(ArtifactError, match=re_escape(needle)):
+            read_manifest(with_signature(name, data))
+
+    # Validly signed by the publisher, but for another target than the manifest says.
+    manifest = read_manifest(tiny)
+    manifest.target = replace(manifest.target, name="elsewhere")
+    forged = with_signature("target.evpkg", sign_manifest(raw_manifest, manifest, SigningKey.load(keys["publisher"])))
+    with pytest.raises(ArtifactError, match="its signed statement does not describe its manifest"):
+        open_artifact(forged, None)
+    with open_artifact(signed, None) as art:
+        assert art.signature.describe().endswith("signature holds; no trusted keys configured here")
+
+
+def re_escape(text: str) -> str:
+    import re
+
+    return re.escape(text)
+
+
+def test_key_files_and_policy_settings_are_checked(keys: dict[str, Path], tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgevision.artifact import PublicKey, SigningKey, TrustPolicy, generate_key_pair
+    from edgevision.errors import ArtifactError, InputError
+
+    with pytest.raises(InputError, match="is not a PEM public key"):
+        PublicKey.load(keys["publisher"])
+    with pytest.raises(InputError, match="cannot read public key"):
+        PublicKey.load(tmp_path / "missing.pub")
+    with pytest.raises(InputError, match="is not a PEM private key"):
+        SigningKey.load(keys["publisher.pub"])
+    with pytest.raises(InputError, match="not a plain name"):
+        generate_key_pair("../evil", tmp_path)
+    private, _, _ = generate_key_pair("locked", tmp_path, b"pw")
+    with pytest.raises(InputError, match="wrong passphrase"):
+        SigningKey.load(private, b"nope")
+    with pytest.raises(InputError, match="protected by a passphrase"):
+        SigningKey.load(private)
+    with pytest.raises(InputError, match="not protected by a passphrase"):
+        SigningKey.load(keys["publisher"], b"pw")
+    assert SigningKey.load(private, b"pw").key_id == PublicKey.load(tmp_path / "locked.pub").key_id
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    assert not TrustPolicy.from_environment({}).active
+    with pytest.raises(ArtifactError, match="EDGEVISION_REQUIRE_SIGNATURE='maybe' is not 1 or 0"):
+        TrustPolicy.from_environment({"EDGEVISION_REQUIRE_SIGNATURE": "maybe"})
+    folder = TrustPolicy.from_environment({"EDGEVISION_TRUSTED_KEYS": str(keys["publisher"].parent)})
+    assert {k.source for k in folder.keys} == {str(keys["publisher.pub"]), str(keys["stranger.pub"])}
+    assert folder.require_signature
+
+
+def test_without_cryptography(tiny: Path, keys: dict[str, Path], tmp_path: Path) -> None:
+    """A device lacking the package: unsigned and signed artifacts load without a policy (the signature
+    unchecked, said in a warning); under a policy, one line naming the install."""
+    from edgevision.artifact import SigningKey, sign_artifact
+
+    signed = sign_artifact(tiny, SigningKey.load(keys["publisher"]), tmp_path / "s.evpkg")
+    code = textwrap.dedent(f"""
+        import sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] == "cryptography":
+                    raise ImportError("blocked")
+        sys.meta_path.insert(0, Block())
+        import edgevision.runtime as rt
+        from edgevision.artifact import open_artifact
+        rt.load({str(signed)!r}).close()
+        with open_artifact({str(signed)!r}, None) as art:
+            print(art.signature.describe())
+        try:
+            rt.load({str(signed)!r}, trust=rt.TrustPolicy(require_signature=True))
+        except rt.EdgevisionError as err:
+            print(err)
+        """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    described, refused = done.stdout.strip().splitlines()
+    assert described.startswith("ed25519, key ") and "not checked (cryptography is not installed" in described
+    assert refused.startswith("signing and checking signatures need the cryptography package")
+    assert "is signed by key" in done.stderr  # the warning
+
+
+def test_recording_a_device_check_keeps_a_signature_valid(tiny: Path, keys: dict[str, Path], tmp_path: Path) -> None:
+    from edgevision.artifact import SigningKey, TrustPolicy, open_artifact, sign_artifact
+    from edgevision.emulation.verify import Verification, record_verification
+    from edgevision.errors import ArtifactError
+
+    signed = sign_artifact(tiny, SigningKey.load(keys["publisher"]), tmp_path / "s.evpkg")
+    result = Verification(device="native x86_64", reference="test", inputs=3, max_abs_diff=0.0, top1_agreement=1.0,
+                          tolerance=1e-4, passed=True, seconds=1.0, load_s=0.1, run_s_per_input=0.01,
+                          chelsea_top1="")
+    before = signed.read_bytes()
+    with pytest.raises(ArtifactError, match="recording the check would break its signature"):
+        record_verification(signed, result)
+    assert signed.read_bytes() == before
+    record_verification(signed, result, signer=SigningKey.load(keys["publisher"]))
+    with open_artifact(signed, TrustPolicy.of([keys["publisher.pub"]])) as art:
+        art.verify_members()
+        assert art.manifest.payload["device_check"]["device"] == "native x86_64"
