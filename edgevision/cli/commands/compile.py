@@ -91,7 +91,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
                              arch=args.arch, dynamic_batch=args.dynamic_batch, input_size=args.input_size,
                              labels_file=args.labels, val_dir=args.val, gate=not args.no_gate,
                              min_agreement=args.min_agreement, accuracy_report=args.accuracy_report,
-                             trust_remote_code=args.trust_remote_code, threads=args.threads, options=options, signer=signer)
+                             trust_remote_code=args.trust_remote_code, threads=args.threads, options=options,
+                             signer=signer)
     with console.status("compiling") as step:
         result = compile_model(request, progress=step)
     signature = f"ed25519, key {signer.key_id}" if signer else "unsigned"
