@@ -6,6 +6,7 @@ imported: a refusal must come before any payload reaches ONNX Runtime.
 from __future__ import annotations
 
 import json
+import re
 import os
 import stat
 import subprocess
@@ -384,3 +385,49 @@ def test_deep_folders_and_many_members_are_one_line(artifact: Path, tmp_path: Pa
     assert_refused(deep, tmp_path, "2002 folders")
     many = rewrite_artifact(artifact, tmp_path / "many.evpkg", extra=[(f"payload/{i}", b"") for i in range(10_001)])
     info_refuses(many, tmp_path, "10,003 members, more than the 10,000 allowed")
+
+
+@pytest.mark.filterwarnings("ignore:Duplicate name")  # zipfile warns while the test writes the duplicate
+@pytest.mark.parametrize("name, needle", [
+    ("payload/./model.onnx", "is not one edgevision writes"),
+    ("payload//x", "is not one edgevision writes"),
+    ("payload/a\x01b", "is not one edgevision writes"),
+    ("payload/model.onnx", "appears twice"),
+])
+def test_member_table_oddities(artifact: Path, tmp_path: Path, name: str, needle: str) -> None:
+    from edgevision.artifact import read_manifest
+    from edgevision.errors import ArtifactError
+
+    odd = rewrite_artifact(artifact, tmp_path / "odd.evpkg", extra=[(name, b"x")])
+    with pytest.raises(ArtifactError, match=needle):
+        read_manifest(odd)
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda m: m["files"].update({"payload/model.onnx": "ABC"}), "lowercase sha256 hex"),
+    (lambda m: m["sizes"].update({"payload/extra": 1}), "files and sizes list different members"),
+    (lambda m: m.update(files=[]), "files must map text to text"),
+    (lambda m: m["input"].update(shape=[1, -3]), "is not a list of positive sizes"),
+    (lambda m: m["accuracy"].update(top1_agreement=None), "accuracy.top1_agreement is not a finite number"),
+    (lambda m: m.update(backend="../x"), "is not a backend name"),
+    (lambda m: m.pop("labels"), "it lacks 'labels'"),
+    (lambda m: m.update(target=[]), "target is list, not an object"),
+])
+def test_manifest_consistency(artifact: Path, tmp_path: Path, edit, needle: str) -> None:
+    """Consistent forgeries whose fields do not fit together: one line each, from the reader."""
+    from edgevision.artifact import read_manifest
+    from edgevision.errors import ArtifactError
+
+    from edgevision.artifact.package import seal
+
+    path = tmp_path / "forged.evpkg"
+    with zipfile.ZipFile(artifact) as zf:
+        members = {i.filename: zf.read(i) for i in zf.infolist()}
+    manifest = json.loads(members["manifest.json"])
+    edit(manifest)
+    members["manifest.json"] = seal(manifest)  # the edit sealed, as a forger who knows the format would
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    with pytest.raises(ArtifactError, match=re.escape(needle)):
+        read_manifest(path)
