@@ -58,6 +58,8 @@ class Manifest:
     host: dict[str, str] = field(default_factory=dict)
     source: dict[str, Any] = field(default_factory=dict)  # original model file, its sha256, kind
     files: dict[str, str] = field(default_factory=dict)  # member name -> sha256
+    # "logits": the runtime applies softmax; "probabilities": the model ends in Softmax/Sigmoid already.
+    scores: str = "logits"
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
 
