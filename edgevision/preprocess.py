@@ -21,6 +21,8 @@ _INTERPOLATIONS = {"bilinear": 1, "nearest": 0, "bicubic": 2, "area": 3, "lanczo
 RESIZE_MODES = ("crop", "direct", "letterbox")
 INPUT_DTYPES = ("float32", "uint8")
 DEFAULT_CROP_PCT = 0.875
+# "crop" mode resizes the whole image first only while that stays within this many output images.
+_MAX_INTERMEDIATE = 4
 
 
 @dataclass(frozen=True)
@@ -187,9 +189,15 @@ def _resized(image: np.ndarray, config: PreprocessConfig) -> np.ndarray:
         canvas[top:top + new_h, left:left + new_w] = inner
         return canvas
     if config.resize == "crop" and config.crop == "center":
-        # Cut the centre in source coordinates, then resize: the same view as "short side to S, then
-        # crop", without the intermediate (a 2 x 100000 strip would otherwise become 256 x 12.8 M).
         scale = config.short_side / min(h, w)
+        resized_w, resized_h = max(out_w, round(w * scale)), max(out_h, round(h * scale))
+        if resized_w * resized_h <= _MAX_INTERMEDIATE * out_w * out_h:
+            # Ordinary photos: resize the short side, then cut the centre (torchvision's order, exactly).
+            image = cv2.resize(image, (resized_w, resized_h), interpolation=interp)
+            top, left = (resized_h - out_h) // 2, (resized_w - out_w) // 2
+            return image[top:top + out_h, left:left + out_w]
+        # Extreme aspect ratios: cut the same view in source coordinates first, so a 2 x 100000 strip
+        # never becomes a 256 x 12.8 M intermediate (sub-pixel alignment differs; memory stays bounded).
         crop_w, crop_h = min(w, max(1, round(out_w / scale))), min(h, max(1, round(out_h / scale)))
         top, left = (h - crop_h) // 2, (w - crop_w) // 2
         image = image[top:top + crop_h, left:left + crop_w]
