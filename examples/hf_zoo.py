@@ -7,6 +7,8 @@ real checkpoint is the same call with ``from_pretrained``.
 """
 from __future__ import annotations
 
+import functools
+import json
 from typing import Any
 
 SEED = 0
@@ -14,8 +16,15 @@ CLASSES = 10
 
 
 def _build(config_cls: str, model_cls: str, **config: Any) -> Any:
+    return _cached_build(config_cls, model_cls, json.dumps(config, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=None)  # one build per process: each target compiles the same weights
+def _cached_build(config_cls: str, model_cls: str, config_json: str) -> Any:
     import torch
     import transformers
+
+    config = json.loads(config_json)
 
     torch.manual_seed(SEED)
     cfg = getattr(transformers, config_cls)(num_labels=CLASSES, id2label={i: f"class {i}" for i in range(CLASSES)},
