@@ -115,11 +115,13 @@ def run(args: argparse.Namespace, console: Console) -> int:
     options = parse_options(args.option)
     for hook in args.option_parsers:  # flags added by other modules (calibration, tuning) map to options
         options.update(hook(args))
-    labels = None if args.labels is None else labels_from(args.labels, "--labels")
+    # A labels file goes through as a file (so no output may overwrite it); anything else is an inline list.
+    labels_file = Path(args.labels) if args.labels is not None and Path(args.labels).is_file() else None
+    labels = None if args.labels is None or labels_file else labels_from(args.labels, "--labels")
     card_fields = {name: getattr(args, name) for name in CARD_FLAGS if getattr(args, name) is not None}
     request = CompileRequest(model=args.model, target=args.target, output=args.output, precision=args.precision,
                              arch=args.arch, dynamic_batch=args.dynamic_batch, input_size=args.input_size,
-                             labels=list(labels) if labels else None, card=args.card, card_fields=card_fields,
+                             labels=list(labels) if labels else None, labels_file=labels_file, card=args.card, card_fields=card_fields,
                              model_output=args.model_output, rewrites=tuple(args.rewrite),
                              val_dir=args.val, gate=not args.no_gate,
                              min_agreement=args.min_agreement, accuracy_report=args.accuracy_report,
