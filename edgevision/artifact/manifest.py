@@ -76,6 +76,8 @@ class Manifest:
     source: dict[str, Any] = field(default_factory=dict)  # original model file, its sha256, kind
     files: dict[str, str] = field(default_factory=dict)  # member name -> sha256
     sizes: dict[str, int] = field(default_factory=dict)  # member name -> bytes
+    # "logits": the runtime applies softmax; "probabilities": the model ends in Softmax/Sigmoid already.
+    scores: str = "logits"
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
 
@@ -186,6 +188,8 @@ def _check_schema(data: dict[str, Any]) -> None:
     for key in ("payload", "source"):
         if not isinstance(data.get(key, {}), dict):
             raise _malformed(f"{key} is not an object")
+    if data.get("scores", "logits") not in ("logits", "probabilities"):
+        raise _malformed(f"scores {str(data.get('scores'))[:40]!r} is neither 'logits' nor 'probabilities'")
     sizes = data.get("sizes", {})
     if not isinstance(sizes, dict) or not all(_is_int(v) and v >= 0 for v in sizes.values()):
         raise _malformed("sizes must map member names to byte counts")

@@ -55,7 +55,7 @@ def probe_inputs(input_shape: Sequence[int]) -> np.ndarray:
     from ..samples import sample_image
 
     _, _, h, w = (int(d) for d in input_shape)
-    config = PreprocessConfig(input_size=(h, w), resize_short=round(min(h, w) / 0.875))
+    config = PreprocessConfig().with_size((h, w))
     return np.stack([preprocess(sample_image(name), config) for name in PROBE_IMAGES])
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 import tempfile
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -16,24 +15,12 @@ from ..backends import LoadOptions, Runner, get_backend
 from ..diagnostics import translated
 from ..errors import ArtifactError, InputError
 from ..preprocess import preprocess, preprocess_batch
+from .scores import Prediction, softmax, topk
 
 if TYPE_CHECKING:
     from ..stream import Stream
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Prediction:
-    index: int
-    label: str
-    score: float
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 class Model:
@@ -68,12 +55,12 @@ class Model:
         return preprocess(image, self.preprocess_config, channels)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """Raw logits for an already preprocessed float32 batch in the artifact's input layout."""
+        """Raw outputs for an already preprocessed batch in the artifact's input layout."""
         if not isinstance(batch, np.ndarray):
             raise InputError(f"expected a numpy array, got {type(batch).__name__}", "pass np.float32 data")
-        if batch.dtype != np.float32:
-            raise InputError(f"input dtype is {batch.dtype}, the model takes float32",
-                             "convert with batch.astype(np.float32) or use predict() on images")
+        if batch.dtype != np.dtype(self.manifest.input.dtype):
+            raise InputError(f"input dtype is {batch.dtype}, the model takes {self.manifest.input.dtype}",
+                             f"convert with batch.astype(np.{self.manifest.input.dtype}) or use predict() on images")
         if batch.ndim != len(self._sample_shape) + 1 or tuple(batch.shape[1:]) != self._sample_shape:
             raise InputError(f"input shape {tuple(batch.shape)} does not match the model's "
                              f"{('N',) + self._sample_shape}",
@@ -98,16 +85,10 @@ class Model:
             return runner.run(batch)
 
     def topk(self, logits: np.ndarray, k: int = 5) -> list[list[Prediction]]:
+        """Ranked predictions for a batch of model outputs (softmax only when the model gives logits)."""
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InputError(f"top_k must be a whole number >= 1, not {k!r}", "pass e.g. top_k=5")
-        probs = softmax(logits.astype(np.float32))
-        k = min(k, probs.shape[-1])
-        results = []
-        for row in probs:
-            idx = np.argpartition(-row, k - 1)[:k]
-            idx = idx[np.argsort(-row[idx])]
-            results.append([Prediction(int(i), self.labels[int(i)], float(row[i])) for i in idx])
-        return results
+        return topk(logits, self.labels, k, self.manifest.scores)
 
     def predict(self, image: np.ndarray, top_k: int = 5, channels: str = "BGR") -> list[Prediction]:
         """Top-k classes for one HxWx3 uint8 image (BGR as OpenCV reads it, unless channels='RGB')."""

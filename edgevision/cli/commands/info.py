@@ -15,9 +15,8 @@ def summary_rows(path: Path, manifest, integrity: str | None = None, signature: 
             ("precision", m.precision),
             ("input", f"{m.input.name} {list(m.input.shape)} {m.input.dtype} {m.input.layout}"),
             ("output", f"{m.output.name} {list(m.output.shape)}"),
-            ("preprocess", f"resize short side {m.preprocess.resize_short}, {m.preprocess.crop} crop "
-                           f"{m.preprocess.input_size}, mean {[round(v, 4) for v in m.preprocess.mean]}, "
-                           f"std {[round(v, 4) for v in m.preprocess.std]}, {m.preprocess.channel_order}"),
+            ("preprocess", m.preprocess.describe()),
+            ("scores", "the model's own probabilities" if m.scores == "probabilities" else "logits (softmax applied)"),
             ("labels", f"{len(m.labels)} ({', '.join(m.labels[:3])}, ...)")]
     if m.accuracy:
         a = m.accuracy
