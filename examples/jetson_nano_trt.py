@@ -31,7 +31,7 @@ SUPPORTED_TRT = ((8, 2), (10, 0))  # [min, max): bindings API + EXPLICIT_BATCH n
 MEMORY_POOL_API_FROM = (8, 4)
 KEY_SCHEMA = 1
 BUILD_SCHEMA = 1
-INTERPOLATIONS = {"bilinear": 1, "nearest": 0, "bicubic": 2, "area": 3}  # cv2.INTER_* values
+INTERPOLATIONS = {"bilinear": 1, "nearest": 0, "bicubic": 2, "area": 3, "lanczos": 4}  # cv2.INTER_* values
 
 
 class DeviceError(Exception):
@@ -233,34 +233,52 @@ def preprocess(image, pre, channels="BGR"):
 
     interp = INTERPOLATIONS[pre["interpolation"]]
     out_h, out_w = pre["input_size"]
-    if pre["resize_short"] is not None:
-        h, w = image.shape[:2]
-        scale = pre["resize_short"] / min(h, w)
+    h, w = image.shape[:2]
+    # Manifests before resize modes: no short side meant a direct resize.
+    mode = pre.get("resize", "direct" if pre.get("resize_short") is None else "crop")
+    if mode == "letterbox":
+        scale = min(out_h / h, out_w / w)
+        new_w, new_h = max(1, min(out_w, int(round(w * scale)))), max(1, min(out_h, int(round(h * scale))))
+        canvas = np.full((out_h, out_w, 3), pre.get("pad_value", 0), dtype=np.uint8)
+        top, left = (out_h - new_h) // 2, (out_w - new_w) // 2
+        canvas[top:top + new_h, left:left + new_w] = cv2.resize(image, (new_w, new_h), interpolation=interp)
+        image = canvas
+    elif mode == "crop" and pre.get("crop", "center") == "center":
+        short = pre["resize_short"] or int(round(min(out_h, out_w) / pre.get("crop_pct", 0.875)))
+        scale = short / min(h, w)
         size = (max(out_w, int(round(w * scale))), max(out_h, int(round(h * scale))))
-        image = cv2.resize(image, size, interpolation=interp)
-        if pre["crop"] == "center":
-            top = (image.shape[0] - out_h) // 2
-            left = (image.shape[1] - out_w) // 2
+        if size[0] * size[1] <= 4 * out_w * out_h:
+            image = cv2.resize(image, size, interpolation=interp)
+            top, left = (size[1] - out_h) // 2, (size[0] - out_w) // 2
             image = image[top:top + out_h, left:left + out_w]
-        else:
-            image = cv2.resize(image, (out_w, out_h), interpolation=interp)
+        else:  # extreme aspect ratios: crop in source coordinates first (bounded memory)
+            crop_w, crop_h = min(w, max(1, int(round(out_w / scale)))), min(h, max(1, int(round(out_h / scale))))
+            top, left = (h - crop_h) // 2, (w - crop_w) // 2
+            image = cv2.resize(image[top:top + crop_h, left:left + crop_w], (out_w, out_h), interpolation=interp)
     else:
         image = cv2.resize(image, (out_w, out_h), interpolation=interp)
     if channels != pre["channel_order"]:
         image = image[:, :, ::-1]
-    mean = np.asarray(pre["mean"], np.float32) * 255.0
-    inv_std = 1.0 / (np.asarray(pre["std"], np.float32) * 255.0)
-    tensor = (image.astype(np.float32) - mean) * inv_std
+    dtype = pre.get("input_dtype", "float32")
+    if dtype == "uint8":
+        tensor = image
+    else:
+        mean = np.asarray(pre["mean"], np.float32) * 255.0
+        inv_std = 1.0 / (np.asarray(pre["std"], np.float32) * 255.0)
+        tensor = (image.astype(np.float32) - mean) * inv_std
     if pre["layout"] == "NCHW":
         tensor = tensor.transpose(2, 0, 1)
-    return np.ascontiguousarray(tensor, dtype=np.float32)
+    return np.ascontiguousarray(tensor, dtype=np.dtype(dtype))
 
 
-def top_k(logits, labels, k=5):
+def top_k(logits, labels, k=5, scores="logits"):
     import numpy as np
 
-    z = logits - logits.max()
-    probs = np.exp(z) / np.exp(z).sum()
+    if scores == "probabilities":  # the model ends in Softmax/Sigmoid already: not softmaxed twice
+        probs = np.asarray(logits, np.float32)
+    else:
+        z = logits - logits.max()
+        probs = np.exp(z) / np.exp(z).sum()
     order = np.argsort(-probs)[:k]
     return [(int(i), labels[int(i)], float(probs[i])) for i in order]
 
@@ -396,7 +414,8 @@ def main(argv=None):
                 if image is None:
                     raise DeviceError("cannot read image {}".format(name))
                 logits = engine.run(preprocess(image, pre)[None])[0]
-                best = ", ".join("{} {:.1%}".format(label, p) for _, label, p in top_k(logits, manifest["labels"]))
+                best = ", ".join("{} {:.1%}".format(label, p) for _, label, p in top_k(logits, manifest["labels"],
+                                                                                     scores=manifest.get("scores", "logits")))
                 print("{}: {}".format(name, best))
             if args.repeat:
                 tensor = preprocess(cv2.imread(args.images[0], cv2.IMREAD_COLOR), pre)[None]

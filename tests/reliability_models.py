@@ -5,6 +5,7 @@ failures they provoke are the same ones a full-size model hits.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import zipfile
 from pathlib import Path
@@ -54,6 +55,25 @@ def tiny():
 def tiny_imagenet():
     """1000 classes: an artifact of ~100 kB (ImageNet labels in the manifest)."""
     return _spec(_tiny_module(1000), "tiny-imagenet")
+
+
+def diverging():
+    """tiny(), but the branch depends on the input's values: tracing freezes the all-zeros input's
+    branch into the ONNX graph, real images take the other one in PyTorch, so the accuracy gate fails."""
+    import torch
+    from torch import nn
+
+    class Branchy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.real, self.other = _tiny_module(), _tiny_module()
+            with torch.no_grad():
+                self.other.fc.weight.mul_(-1.0)
+
+        def forward(self, x):
+            return self.real(x) if x.abs().sum() > 0 else self.other(x)
+
+    return _spec(Branchy().eval(), "diverging")
 
 
 def five_classes():
@@ -118,24 +138,44 @@ def onnx_classifier(path: Path, pad_mode: str = "constant", custom_op: str | Non
 
 def rewrite_artifact(src: Path, dst: Path, manifest_edit: Callable[[dict], None] | None = None,
                      member_edit: Callable[[str, bytes], bytes | None] | None = None,
-                     extra: list[tuple[zipfile.ZipInfo | str, bytes]] | None = None) -> Path:
+                     extra: list[tuple[zipfile.ZipInfo | str, bytes]] | None = None,
+                     reseal: bool | None = None, rebind_gate: bool = True) -> Path:
     """Copy an artifact zip member by member, changing what the test asks for.
 
     ``member_edit(name, data)`` returns the new bytes, or None to drop the member; ``extra`` adds
     (name or ZipInfo, data) members; a ZipInfo carries mode bits, e.g. a symbolic link's.
+    ``reseal`` (default: when ``manifest_edit`` is given) makes a *consistent* forgery: the manifest's
+    files, sizes, gate binding and own digest are recomputed from the new members, as someone who
+    knows the format would; only a signature can catch that. ``reseal=False`` leaves the edit raw;
+    ``rebind_gate=False`` keeps the gate record's old payload digest (a gate shown for another payload).
     """
-    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
-        for info in zin.infolist():
-            data = zin.read(info.filename)
-            if info.filename == "manifest.json" and manifest_edit is not None:
-                manifest = json.loads(data)
-                manifest_edit(manifest)
-                data = json.dumps(manifest).encode()
-            elif member_edit is not None:
-                data = member_edit(info.filename, data)
-                if data is None:
-                    continue
-            zout.writestr(info.filename, data)
+    from edgevision.artifact import MANIFEST_NAME, payload_digest
+    from edgevision.artifact.package import seal
+
+    reseal = manifest_edit is not None if reseal is None else reseal
+    with zipfile.ZipFile(src) as zin:
+        members = {info.filename: zin.read(info.filename) for info in zin.infolist()}
+    manifest = json.loads(members.pop(MANIFEST_NAME))
+    if member_edit is not None:
+        members = {n: d for n, d in ((n, member_edit(n, d)) for n, d in members.items()) if d is not None}
+    if manifest_edit is not None:
+        manifest_edit(manifest)
+    if reseal:
+        payload = {n: d for n, d in members.items() if n.startswith("payload/")}
+        manifest["files"] = {n: hashlib.sha256(d).hexdigest() for n, d in sorted(payload.items())}
+        manifest["sizes"] = {n: len(d) for n, d in sorted(payload.items())}
+        if manifest.get("accuracy") and rebind_gate:
+            manifest["accuracy"]["payload_sha256"] = payload_digest(manifest["files"])
+        raw = seal(manifest)
+    elif manifest_edit is not None:
+        raw = json.dumps(manifest).encode()
+    else:
+        with zipfile.ZipFile(src) as zin:
+            raw = zin.read(MANIFEST_NAME)
+    with zipfile.ZipFile(dst, "w") as zout:
+        zout.writestr(MANIFEST_NAME, raw)
+        for name, data in members.items():
+            zout.writestr(name, data)
         for name_or_info, data in extra or []:
             zout.writestr(name_or_info, data)
     return dst

@@ -166,7 +166,7 @@ def test_targets_reuse_compiled_artifacts_and_skip_what_cannot_run(ort_artifact:
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--iterations", "0"], "--iterations must be at least 1"),
+    (["--iterations", "0"], "--iterations/-n: must be a whole number >= 1, not 0"),
     (["--key", "rpi4"], "--rpc HOST:PORT"),
     (["--rpc", "nohost", "--targets", "rpi4"], "is not HOST:PORT"),
     (["--targets", "intel-cpu:int4"], "precision 'int4'"),

@@ -224,9 +224,9 @@ def test_artifact_for_an_unknown_backend(ws: Workspace, tiny_artifact: Path) -> 
 
 def test_artifact_of_a_newer_format(ws: Workspace, tiny_artifact: Path) -> None:
     newer = rewrite_artifact(tiny_artifact, ws.out.parent / "v2.evpkg",
-                             manifest_edit=lambda m: m.update(format_version=2))
+                             manifest_edit=lambda m: m.update(format_version=3))
     result = cli(ws, "predict", str(newer))
-    assert_one_line_error(result, ws, "format version 2 is newer than this edgevision understands (1)",
+    assert_one_line_error(result, ws, "format version 3 is newer than this edgevision understands (2)",
                           "upgrade edgevision")
 
 

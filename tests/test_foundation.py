@@ -107,7 +107,8 @@ def test_info_shows_the_manifest(ov_artifact: Path) -> None:
     for text in ("efficientnet-lite0", "intel-cpu", "openvino", "fp32", "PASS", "top-1 100.0%", "[1, 3, 224, 224]"):
         assert text in result.stdout
     as_json = json.loads(run_cli("info", "--json", str(ov_artifact)).stdout)
-    assert as_json["accuracy"]["passed"] is True and as_json["format_version"] == 1
+    assert as_json["accuracy"]["passed"] is True and as_json["format_version"] == 2
+    assert as_json["_checked"]["signature"] == "unsigned" and as_json["_checked"]["integrity"].startswith("verified")
 
 
 def test_targets_lists_every_device_file() -> None:

@@ -1,15 +1,29 @@
-"""The artifact's self-description. JSON, so any device-side Python can read it."""
+"""The artifact's self-description. JSON, so any device-side Python can read it.
+
+Everything here is checked against an allow-list when an artifact is read (``Manifest.from_dict``):
+unknown keys, wrong types, a label list that does not fit the output and values outside sane bounds
+are refused with one line, because a manifest is input from whoever made the file.
+"""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import math
+import re
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from ..errors import ArtifactError
+from ..errors import ArtifactError, EdgevisionError
 from ..preprocess import PreprocessConfig
 from ..targets import Target
 
 FORMAT = "edgevision-artifact"
-FORMAT_VERSION = 1
+# 2: manifest_sha256 (the manifest's own digest), sizes (each member's byte count), the gate bound to
+# the payload it measured (accuracy.payload_sha256), canonical JSON, an optional signature.json member.
+FORMAT_VERSION = 2
+SEAL_KEY = "manifest_sha256"  # sha256 of the canonical manifest without this key (see package.seal)
+MAX_LABELS = 100_000
+MAX_TEXT = 4096  # characters in one label or name
+MAX_PIXELS_SIDE = 16384
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -38,6 +52,9 @@ class AccuracyReport:
     mean_kl: float = 0.0
     note: str = ""
     criterion: str = "top1"  # the agreement the threshold applies to: "top1", or "top5" (int8)
+    # The payload this gate measured (package.payload_digest): a gate record copied onto another
+    # payload no longer matches, and the artifact is refused.
+    payload_sha256: str = ""
 
 
 @dataclass
@@ -58,6 +75,9 @@ class Manifest:
     host: dict[str, str] = field(default_factory=dict)
     source: dict[str, Any] = field(default_factory=dict)  # original model file, its sha256, kind
     files: dict[str, str] = field(default_factory=dict)  # member name -> sha256
+    sizes: dict[str, int] = field(default_factory=dict)  # member name -> bytes
+    # "logits": the runtime applies softmax; "probabilities": the model ends in Softmax/Sigmoid already.
+    scores: str = "logits"
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
 
@@ -69,22 +89,138 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Manifest":
-        if data.get("format") != FORMAT:
-            raise ArtifactError("this file is not an edgevision artifact (no edgevision manifest)",
-                                "compile one with `edgevision compile`")
-        version = data.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise ArtifactError(f"artifact format version {version} is newer than this edgevision "
-                                f"understands ({FORMAT_VERSION})", "upgrade edgevision on this device")
+        check_format(data)
         try:
-            values = dict(data)
+            _check_schema(data)
+            values = {k: v for k, v in data.items() if k != SEAL_KEY}
             values["target"] = Target.from_dict(values["target"])
             values["input"] = TensorSpec(**{**values["input"], "shape": tuple(values["input"]["shape"])})
             values["output"] = TensorSpec(**{**values["output"], "shape": tuple(values["output"]["shape"])})
             values["preprocess"] = PreprocessConfig.from_dict(values["preprocess"])
             if values.get("accuracy") is not None:
                 values["accuracy"] = AccuracyReport(**values["accuracy"])
-            return cls(**values)
-        except (KeyError, TypeError, ValueError) as err:
-            raise ArtifactError(f"artifact manifest is malformed ({err})",
+            manifest = cls(**values)
+        except ArtifactError:
+            raise
+        except (KeyError, TypeError, ValueError, EdgevisionError) as err:
+            problem = getattr(err, "problem", None) or str(err)
+            raise ArtifactError(f"artifact manifest is malformed ({problem})",
                                 "recompile the model with this edgevision version") from err
+        _check_values(manifest)
+        return manifest
+
+
+def check_format(data: Any) -> None:
+    """Is this an edgevision manifest of the one format version this edgevision reads?"""
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ArtifactError("this file is not an edgevision artifact (no edgevision manifest)",
+                            "compile one with `edgevision compile`")
+    version = data.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION:
+        raise ArtifactError(f"artifact format version {version} is newer than this edgevision "
+                            f"understands ({FORMAT_VERSION})", "upgrade edgevision on this device")
+    if version < FORMAT_VERSION:
+        raise ArtifactError(f"artifact format version {version} predates checked manifests "
+                            f"(this edgevision reads {FORMAT_VERSION})",
+                            "recompile the model with this edgevision version")
+
+
+def _malformed(problem: str) -> ArtifactError:
+    return ArtifactError(f"artifact manifest is malformed: {problem}",
+                         "it was edited or not made by edgevision: copy or compile it again")
+
+
+def _known_keys(dataclass_type: type, data: Any, where: str, extra: tuple[str, ...] = ()) -> None:
+    if not isinstance(data, dict):
+        raise _malformed(f"{where} is {type(data).__name__}, not an object")
+    allowed = {f.name for f in fields(dataclass_type)} | set(extra)
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise _malformed(f"unknown key(s) {unknown[:5]} in {where}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def _text(value: Any, where: str) -> None:
+    if not isinstance(value, str) or len(value) > MAX_TEXT:
+        raise _malformed(f"{where} must be text of at most {MAX_TEXT} characters")
+
+
+def _str_map(value: Any, where: str) -> None:
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise _malformed(f"{where} must map text to text")
+
+
+def _check_schema(data: dict[str, Any]) -> None:
+    """Keys and types, before anything is built from them."""
+    _known_keys(Manifest, data, "the manifest", extra=(SEAL_KEY,))
+    for key in ("target", "input", "output", "preprocess", "labels", "payload", "model_name", "backend"):
+        if key not in data:
+            raise _malformed(f"it lacks {key!r}")
+    _known_keys(Target, data["target"], "target")
+    _known_keys(PreprocessConfig, data["preprocess"], "preprocess")
+    for key in ("input", "output"):
+        _known_keys(TensorSpec, data[key], key)
+        shape = data[key].get("shape")
+        if (not isinstance(shape, list) or not 1 <= len(shape) <= 8
+                or not all((_is_int(d) and 0 < d <= 1 << 20) or (isinstance(d, str) and d.isidentifier())
+                           for d in shape)):
+            raise _malformed(f"{key}.shape {str(shape)[:60]} is not a list of positive sizes")
+    if data.get("accuracy") is not None:
+        _known_keys(AccuracyReport, data["accuracy"], "accuracy")
+        for key in ("max_abs_diff", "top1_agreement", "top5_agreement", "threshold", "mean_cosine", "mean_kl"):
+            if key in data["accuracy"] and not _is_number(data["accuracy"][key]):
+                raise _malformed(f"accuracy.{key} is not a finite number")
+    for key in ("model_name", "backend", "backend_version", "precision", "created"):
+        if key in data:
+            _text(data[key], key)
+    if not str(data["backend"]).isidentifier():
+        raise _malformed(f"backend {data['backend']!r} is not a backend name")
+    for key in ("toolchain", "host", "files"):
+        if key in data:
+            _str_map(data[key], key)
+    for key in ("payload", "source"):
+        if not isinstance(data.get(key, {}), dict):
+            raise _malformed(f"{key} is not an object")
+    if data.get("scores", "logits") not in ("logits", "probabilities"):
+        raise _malformed(f"scores {str(data.get('scores'))[:40]!r} is neither 'logits' nor 'probabilities'")
+    sizes = data.get("sizes", {})
+    if not isinstance(sizes, dict) or not all(_is_int(v) and v >= 0 for v in sizes.values()):
+        raise _malformed("sizes must map member names to byte counts")
+    labels = data["labels"]
+    if not isinstance(labels, list) or len(labels) > MAX_LABELS:
+        raise _malformed(f"labels must be a list of at most {MAX_LABELS:,} names")
+    bad = next((i for i, label in enumerate(labels) if not isinstance(label, str) or len(label) > MAX_TEXT), None)
+    if bad is not None:
+        raise _malformed(f"label {bad} is {str(labels[bad])[:40]!r} ({type(labels[bad]).__name__}), not a name")
+
+
+def _check_values(m: Manifest) -> None:
+    """Consistency between fields: what the runtime indexes and divides by must be sound."""
+    classes = m.output.shape[-1]
+    if not _is_int(classes) or len(m.labels) != classes:
+        raise _malformed(f"{len(m.labels)} labels for an output of {classes} classes")
+    if set(m.files) != set(m.sizes):
+        raise _malformed("files and sizes list different members")
+    if not all(_SHA256.match(h) for h in m.files.values()):
+        raise _malformed("files must hold lowercase sha256 hex digests")
+    p = m.preprocess
+    if (len(p.input_size) != 2 or not all(_is_int(v) and 0 < v <= MAX_PIXELS_SIDE for v in p.input_size)
+            or not (p.resize_short is None or (_is_int(p.resize_short) and 0 < p.resize_short <= MAX_PIXELS_SIDE))):
+        raise _malformed(f"preprocess sizes {p.input_size}, resize_short {p.resize_short} are out of range")
+    if (len(p.mean) != 3 or len(p.std) != 3 or not all(_is_number(v) for v in (*p.mean, *p.std))
+            or not all(abs(v) > 1e-6 for v in p.std)):
+        raise _malformed("preprocess mean/std must be three finite numbers each, std not zero")
+    t = m.target
+    if not (t.threads is None or (_is_int(t.threads) and 0 < t.threads <= 1024)):
+        raise _malformed(f"target.threads {t.threads!r} is not a thread count")
+    for key in ("name", "arch", "device", "backend"):
+        _text(getattr(t, key), f"target.{key}")
+    if m.accuracy is not None and not _SHA256.match(m.accuracy.payload_sha256):
+        raise _malformed("the accuracy gate record names no payload digest")

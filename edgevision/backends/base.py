@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     from ..targets import Target
 
 
+# Payload keys the core writes whatever the backend: the INT8 recipe, a recorded device check, a note.
+COMMON_PAYLOAD_KEYS = frozenset({"quantization", "device_check", "probe", "note"})
+
+
 class CalibrationDataReader(Protocol):
     """ONNX Runtime's interface, kept as small: feed dicts until None."""
 
@@ -46,7 +50,11 @@ class LoadOptions:
 
 
 class Runner(Protocol):
-    """A loaded model: a float32 batch in the manifest's input layout -> output array."""
+    """A loaded model: a float32 batch in the manifest's input layout -> output array.
+
+    A runner that may be called from several threads at once says so with a class attribute
+    ``thread_safe = True``; for any other runner :class:`edgevision.runtime.Model` serialises the calls.
+    """
 
     def run(self, batch: np.ndarray) -> np.ndarray: ...
 
@@ -67,6 +75,16 @@ class Backend(ABC):
     def runs_on(self, target: "Target", machine: str) -> bool:
         """Whether artifacts for ``target`` can execute on a ``machine`` (platform.machine()) CPU."""
         return self.portable_payload or target.arch == machine
+    # The ``--option KEY=VALUE`` keys this backend reads at compile time; any other key is refused.
+    option_keys: ClassVar[frozenset[str]] = frozenset()
+    # Devices a load may name (``--device``, compared case-insensitively, ``cuda:1`` matches ``cuda``).
+    devices: ClassVar[tuple[str, ...]] = ("cpu",)
+    # What an artifact's manifest may say to this backend (it is input from whoever made the file):
+    # payload_files are the entries ``load`` opens as files (dotted for nested ones, e.g. "probe.file"),
+    # each must name a member of the artifact's payload/; payload_keys are the keys ``compile`` writes,
+    # any other is refused (None: not declared, e.g. by an older plugin: any key). check_payload vets values.
+    payload_files: ClassVar[tuple[str, ...]] = ()
+    payload_keys: ClassVar[frozenset[str] | None] = None
 
     def runtime(self) -> ModuleType | None:
         """The runtime library, imported; None when it is not installed here."""
@@ -103,9 +121,25 @@ class Backend(ABC):
             return False, f"target is {target.arch}, this host is {platform.machine()}"
         return True, ""
 
+    def check_device(self, device: str) -> None:
+        """Refuse a ``--device`` this backend cannot run on, before anything is loaded."""
+        from ..errors import InputError
+
+        if device.split(":")[0].split(".")[0].lower() not in self.devices:
+            raise InputError(f"{self.name} cannot run on device {device!r}",
+                             f"use {' or '.join(repr(d) for d in self.devices)}, or leave --device out")
+
     @abstractmethod
     def load(self, payload_dir: Path, manifest: "Manifest", options: LoadOptions) -> Runner:
         """Load payload files written by ``compile`` into a runner."""
+
+    def allowed_payload_keys(self) -> frozenset[str] | None:
+        """payload_keys plus those the core itself records for every backend."""
+        return None if self.payload_keys is None else self.payload_keys | COMMON_PAYLOAD_KEYS
+
+    def check_payload(self, payload: dict[str, Any]) -> str | None:
+        """Why ``load`` must not apply this manifest payload (runs before anything is extracted); None if fine."""
+        return None
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "available": self.is_available(), "version": self.version(),

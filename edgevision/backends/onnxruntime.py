@@ -1,6 +1,7 @@
 """ONNX Runtime: the portable backend. The payload is the ONNX model itself."""
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,9 +16,12 @@ if TYPE_CHECKING:
     from ..targets import Target
 
 MODEL_FILE = "model.onnx"
+PROVIDER_NAME = re.compile(r"^[A-Za-z0-9]{1,40}ExecutionProvider$")
 
 
 class OnnxRuntimeRunner:
+    thread_safe = True  # InferenceSession.run may be called from several threads at once
+
     def __init__(self, session: Any) -> None:
         self.session = session
         self.input_name = session.get_inputs()[0].name
@@ -32,6 +36,14 @@ class OnnxRuntimeBackend(Backend):
     runtime_module = "onnxruntime"
     precisions = ("fp32", "int8")
     portable_payload = True  # the payload is the ONNX graph itself
+    payload_files = ("model", "probe.file")
+    payload_keys = frozenset({"model", "providers"})
+
+    def check_payload(self, payload: dict[str, Any]) -> str | None:
+        providers = payload.get("providers", [])
+        if not isinstance(providers, list) or not all(isinstance(p, str) and PROVIDER_NAME.match(p) for p in providers):
+            return f"providers {str(providers)[:80]} are not ONNX Runtime execution provider names"
+        return None
 
     def compile(self, onnx_path: Path, target: "Target", settings: CompileSettings,
                 out_dir: Path) -> dict[str, Any]:

@@ -6,11 +6,12 @@ silently, so the artifact records the inference precision hint and the loader ap
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+import re
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from ..errors import BackendUnavailable, EdgevisionError
+from ..errors import ArtifactError, BackendUnavailable, EdgevisionError
 from .base import Backend, CompileSettings, LoadOptions
 
 if TYPE_CHECKING:
@@ -19,6 +20,31 @@ if TYPE_CHECKING:
 
 XML_FILE = "model.xml"
 PRECISION_HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "f32"}
+# The only OpenVINO properties a manifest may set, each with the values it may take. Anything else
+# (CACHE_DIR, which makes the loader write where the file says; plugin or extension paths; ...) is refused.
+_COUNT = re.compile(r"^[1-9][0-9]{0,3}$")
+SAFE_CONFIG: dict[str, Callable[[Any], bool]] = {
+    "INFERENCE_PRECISION_HINT": lambda v: v in ("f32", "f16", "bf16"),
+    "PERFORMANCE_HINT": lambda v: v in ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT"),
+    "INFERENCE_NUM_THREADS": lambda v: isinstance(v, str) and bool(_COUNT.match(v)),
+    "NUM_STREAMS": lambda v: v == "AUTO" or (isinstance(v, str) and bool(_COUNT.match(v))),
+    "EXECUTION_MODE_HINT": lambda v: v in ("PERFORMANCE", "ACCURACY"),
+}
+DEVICE_NAME = re.compile(r"^(CPU|GPU|NPU)(\.[0-9]{1,2})?$")
+
+
+def unsafe_config(config: Any) -> str | None:
+    """Why an OpenVINO config from a manifest must not be applied; None when every entry is allowed."""
+    if not isinstance(config, dict):
+        return "the OpenVINO config is not an object"
+    for key, value in config.items():
+        check = SAFE_CONFIG.get(key)
+        if check is None:
+            return (f"OpenVINO property {key!r} is not one a manifest may set "
+                    f"(allowed: {', '.join(sorted(SAFE_CONFIG))})")
+        if not check(value):
+            return f"OpenVINO property {key}={str(value)[:40]!r} is not an allowed value"
+    return None
 
 
 def _executed_precision(compiled: Any) -> str | None:
@@ -32,14 +58,26 @@ def _executed_precision(compiled: Any) -> str | None:
 
 
 class OpenVinoRunner:
+    """A pool of infer requests: one InferRequest shared by threads returns other threads' outputs
+    (or "Infer Request is busy"), so each call takes an idle request, or makes one, and gives it back."""
+
+    thread_safe = True
+
     def __init__(self, compiled: Any) -> None:
         self.compiled = compiled
-        self.request = compiled.create_infer_request()
+        self._idle = [compiled.create_infer_request()]  # list.pop/append are atomic under the GIL
         self.executed_precision = _executed_precision(compiled)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        self.request.infer({0: batch})
-        return self.request.get_output_tensor(0).data.copy()
+        try:
+            request = self._idle.pop()
+        except IndexError:  # every request is busy in another thread
+            request = self.compiled.create_infer_request()
+        try:
+            request.infer({0: batch})
+            return request.get_output_tensor(0).data.copy()
+        finally:
+            self._idle.append(request)
 
     def runtime_info(self) -> dict[str, str]:
         """What the device really runs: a bf16 hint on a CPU without bf16 support runs f32."""
@@ -52,6 +90,16 @@ class OpenVinoBackend(Backend):
     runtime_module = "openvino"
     precisions = ("fp32", "fp16", "bf16", "int8")
     portable_payload = True  # OpenVINO IR: the CPU plugin of x86 and ARM both read it
+    payload_files = ("model", "probe.file")
+    payload_keys = frozenset({"model", "device", "config"})
+
+    def check_payload(self, payload: dict[str, Any]) -> str | None:
+        if not isinstance(payload.get("device"), str) or not DEVICE_NAME.match(payload["device"]):
+            return f"OpenVINO device {str(payload.get('device'))[:40]!r} is not CPU, GPU or NPU"
+        return unsafe_config(payload.get("config", {}))
+
+    def check_device(self, device: str) -> None:
+        pass  # load() checks it against the devices OpenVINO finds on this machine
 
     def version(self) -> str | None:
         # get_version() is the full build string (e.g. 2025.3.0-19807-...): it names the exact runtime.
@@ -95,6 +143,9 @@ class OpenVinoBackend(Backend):
         core = ov.Core()
         device = options.device or manifest.payload["device"]
         config = dict(manifest.payload.get("config", {}))
+        problem = unsafe_config(config)  # the reader refused it already; never apply what is not allowed
+        if problem:
+            raise ArtifactError(f"artifact manifest: {problem}", "refusing it: only use artifacts from a trusted source")
         if options.threads and device == "CPU":
             config["INFERENCE_NUM_THREADS"] = str(options.threads)
         if device.split(".")[0] not in core.available_devices:

@@ -10,6 +10,7 @@ import importlib.util
 import logging
 import os
 import platform
+import re
 import shutil
 import sys
 from types import ModuleType
@@ -19,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import BackendUnavailable, InputError
+
+CPU_FEATURE = re.compile(r"^[a-z0-9][a-z0-9_.+-]{0,31}$")  # e.g. avx512bw, sse4.2, neon, fp-armv8
 from .base import Backend, CompileSettings, LoadOptions
 
 if TYPE_CHECKING:
@@ -122,7 +125,11 @@ def import_runtime(runtime_only: bool) -> ModuleType:
 
 
 class TvmRunner:
-    """A Relax VM over the exported library; one float32 batch in, logits out."""
+    """A Relax VM over the exported library; one float32 batch in, logits out.
+
+    Not thread-safe (a VM shared by threads can segfault): no ``thread_safe`` flag, so Model serialises
+    calls; each call already uses every core through TVM's own thread pool.
+    """
 
     def __init__(self, vm: Any, tensor: Any) -> None:
         self._main = vm[ENTRY]
@@ -137,6 +144,17 @@ class TvmBackend(Backend):
     extra = "tvm"
     runtime_module = "tvm"
     precisions = ("fp32",)
+    option_keys = frozenset({"tune_trials", "tuning_log", "tune_rpc", "device_check"})
+    payload_files = ("library", "probe.file")
+    payload_keys = frozenset({"library", "entry", "tvm_target", "cpu_features", "cross_compiler", "tuning", "probe"})
+
+    def check_payload(self, payload: dict[str, Any]) -> str | None:
+        features = payload.get("cpu_features", [])
+        if not isinstance(features, list) or not all(isinstance(f, str) and CPU_FEATURE.match(f) for f in features):
+            return f"cpu_features {str(features)[:60]} is not a list of CPU feature names"
+        if not isinstance(payload.get("tvm_target", {}), dict):
+            return "tvm_target is not an object"
+        return None
 
     def is_available(self) -> bool:
         # find_spec, not import: importing TVM costs seconds (and pulls torch in when present).

@@ -39,24 +39,25 @@ def _native_stdout_to_log() -> Iterator[None]:
                 log.debug("ONNX exporter output:\n%s", captured)
 
 
-def export_onnx(spec: ModelSpec, out_path: Path, batch: int = 1, dynamic_batch: bool = False) -> Path:
+def export_onnx(spec: ModelSpec, out_path: Path, batch: int = 1, dynamic_batch: bool = False,
+                output_name: str = OUTPUT_NAME) -> Path:
     import torch
 
     shape = spec.preprocess.tensor_shape(batch)
-    dummy = torch.zeros(shape, dtype=torch.float32)
-    dynamic_axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
+    dummy = torch.zeros(shape, dtype=getattr(torch, spec.preprocess.input_dtype))
+    dynamic_axes = {INPUT_NAME: {0: "batch"}, output_name: {0: "batch"}} if dynamic_batch else None
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _native_stdout_to_log():
             warnings.simplefilter("ignore")
             if spec.exported_program is not None:
                 # A torch.export program is already a graph: the dynamo exporter takes it as is.
                 torch.onnx.export(spec.exported_program, (dummy,), str(out_path), dynamo=True,
-                                  opset_version=OPSET, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                  opset_version=OPSET, input_names=[INPUT_NAME], output_names=[output_name],
                                   external_data=False, verbose=False)
             else:
                 # dynamo=False: the TorchScript exporter handles TorchScript modules and needs no onnxscript.
                 torch.onnx.export(spec.module, (dummy,), str(out_path), dynamo=False, opset_version=OPSET,
-                                  input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                  input_names=[INPUT_NAME], output_names=[output_name],
                                   dynamic_axes=dynamic_axes, do_constant_folding=True)
     except torch.onnx.errors.UnsupportedOperatorError as err:
         op = re.search(r"operator '?([\w:.]+)'?", str(err))

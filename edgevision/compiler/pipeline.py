@@ -12,14 +12,24 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import __version__
-from ..artifact import Manifest, TensorSpec, write_artifact
+from ..artifact import Manifest, SigningKey, TensorSpec, payload_digest, write_artifact
+from ..artifact.package import hash_payload_dir
 from ..artifact.manifest import AccuracyReport
 from ..backends import CompileSettings, LoadOptions, get_backend
 from ..diagnostics import translated
-from ..errors import AccuracyGateFailed, BackendUnavailable, InputError
+from ..errors import AccuracyGateFailed, BackendError, BackendUnavailable, EdgevisionError, InputError
+from ..files import atomic_output, refuse_overwriting_inputs
+from ..preprocess import PreprocessConfig
 from ..targets import Target, get_target
 from . import gate
-from .export import INPUT_NAME, OUTPUT_NAME, export_onnx
+from .card import ModelCard, card_beside, card_from_dict, card_from_metadata, card_from_neighbours, read_card
+from .export import export_onnx
+from .onnx_graph import GraphIO, choose_output, fix_graph, inspect, load_onnx
+from .onnx_graph import final_activation_path as final_activation_of
+from .outputs import find_output, output_name, selecting
+from .rewrite import applicable as applicable_rewrites
+from .rewrite import apply as apply_rewrites
+from .rewrite import check_names
 from .sources import load_source
 from .spec import ModelSpec
 
@@ -37,6 +47,11 @@ class CompileRequest:
     dynamic_batch: bool = False
     input_size: tuple[int, int] | None = None
     labels_file: Path | None = None
+    labels: list[str] | None = None  # inline labels (--labels 0,180)
+    card: Path | None = None  # model card TOML; None: MODEL.card.toml beside the model, when present
+    card_fields: dict[str, Any] = field(default_factory=dict)  # card fields given as flags (win over the card)
+    model_output: str | int | None = None  # which output is the classifier's: name or index
+    rewrites: tuple[str, ...] = ()  # graph rewrites (compiler/rewrite.py) applied before the backend
     val_dir: Path | None = None
     gate: bool = True
     min_agreement: float | None = None
@@ -44,6 +59,7 @@ class CompileRequest:
     trust_remote_code: bool = False
     threads: int | None = None
     options: dict[str, Any] = field(default_factory=dict)  # backend and precision flags
+    signer: SigningKey | None = None  # sign the artifact as it is written (edgevision.artifact.SigningKey)
 
 
 @dataclass(frozen=True)
@@ -52,26 +68,51 @@ class CompileResult:
     manifest: Manifest
 
 
-def _labels(spec: ModelSpec, request: CompileRequest, classes: int) -> list[str]:
-    if request.labels_file is not None:
-        try:
-            labels = [ln.strip() for ln in Path(request.labels_file).read_text().splitlines() if ln.strip()]
-        except OSError as err:
-            raise InputError(f"cannot read labels file {request.labels_file}", "pass a text file, one label a line") from err
+def _labels(spec: ModelSpec, card: ModelCard, classes: int) -> list[str]:
+    if card.labels is not None:
+        labels, where = list(card.labels), card.origin[-1] if card.origin else "the labels"
     elif spec.labels is not None:
-        labels = list(spec.labels)
+        labels, where = list(spec.labels), "the model"
     elif classes == 1000:
         from ..models import imagenet_labels
-        labels = imagenet_labels()
+        labels, where = imagenet_labels(), "ImageNet"
     else:
-        labels = [f"class_{i}" for i in range(classes)]
+        labels, where = [f"class_{i}" for i in range(classes)], ""
     if len(labels) != classes:
-        raise InputError(f"{len(labels)} labels for a model with {classes} outputs",
-                         "pass a labels file with one line per class")
+        raise InputError(f"{len(labels)} labels (from {where}) for a model with {classes} outputs",
+                         "pass --labels with one label per class (a file, or an inline list like 0,180)")
     return labels
 
 
-def _reference(spec: ModelSpec, onnx_path: Path) -> tuple[str, gate.Predict]:
+def _request_card(request: CompileRequest) -> ModelCard:
+    """The card fields given on the command line (or to CompileRequest), which win over every file."""
+    fields_: dict[str, Any] = dict(request.card_fields)
+    if request.input_size is not None:
+        fields_["input_size"] = list(request.input_size)
+    if request.labels is not None:
+        fields_["labels"] = list(request.labels)
+    elif request.labels_file is not None:
+        fields_["labels"] = str(request.labels_file)
+    if request.model_output is not None:
+        fields_["output"] = request.model_output
+    return card_from_dict(fields_, "command line")
+
+
+def _model_card(spec: ModelSpec, request: CompileRequest, metadata: dict[str, str]) -> ModelCard:
+    """Files beside the model < ONNX metadata < the card file < flags."""
+    card = ModelCard()
+    model_path = Path(spec.source["ref"]) if spec.source.get("ref") and Path(spec.source["ref"]).is_file() else None
+    if model_path is not None:
+        card = card.merged(card_from_neighbours(model_path))
+    if metadata:
+        card = card.merged(card_from_metadata(metadata, f"{spec.name} ONNX metadata"))
+    card_path = request.card if request.card is not None else (card_beside(model_path) if model_path else None)
+    if card_path is not None:
+        card = card.merged(read_card(Path(card_path)))
+    return card.merged(_request_card(request))
+
+
+def _reference(spec: ModelSpec, onnx_path: Path, output: str) -> tuple[str, gate.Predict]:
     if spec.module is not None:
         import torch
 
@@ -79,10 +120,10 @@ def _reference(spec: ModelSpec, onnx_path: Path) -> tuple[str, gate.Predict]:
             with torch.no_grad():
                 return spec.module(torch.from_numpy(x)).numpy()
         return "torch", predict
-    return "onnxruntime (source ONNX)", _onnxruntime_predict(onnx_path)
+    return "onnxruntime (source ONNX)", _onnxruntime_predict(onnx_path, output)
 
 
-def _onnxruntime_predict(onnx_path: Path) -> gate.Predict:
+def _onnxruntime_predict(onnx_path: Path, output: str | None = None) -> gate.Predict:
     try:
         import onnxruntime as ort
     except ImportError as err:
@@ -93,7 +134,17 @@ def _onnxruntime_predict(onnx_path: Path) -> gate.Predict:
     with translated("onnxruntime", "run this ONNX model (the accuracy gate's reference)"):
         session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    return lambda x: session.run(None, {name: x})[0]
+    outputs = [output] if output is not None else None
+    return lambda x: session.run(outputs, {name: x})[0]
+
+
+def _check_output(reference: np.ndarray, output: str, where: str) -> None:
+    """The output contract: one row of class scores per image. Checked before anything is compiled."""
+    if reference.ndim != 2 or reference.shape[1] < 1:
+        raise InputError(f"{where}: output {output!r} has shape {list(reference.shape)} per batch, not N x classes; "
+                         "edgevision compiles image classifiers",
+                         "choose the class-score output with --model-output NAME|INDEX, or end the model in a "
+                         "classifier head (pooling + linear)")
 
 
 def _toolchain(backend_name: str, backend_version: str | None) -> dict[str, str]:
@@ -117,42 +168,124 @@ def _precision(target: Target, requested: str | None) -> str:
     return precision
 
 
+# Options the pipeline itself reads, whatever the backend: device_check=auto|on|off for cross targets.
+CORE_OPTION_KEYS = frozenset({"device_check"})
+
+
+def _check_options(options: dict[str, Any], target: Target, backend: Any, precision: str) -> None:
+    """Every option must be read by someone: the backend, or the quantizer at int8. A key nobody reads
+    (a typo, --tune for a backend that does not tune) would otherwise be dropped in silence."""
+    unknown = sorted(set(options) - backend.option_keys - CORE_OPTION_KEYS)
+    if not unknown:
+        return
+    from ..quantize import OPTION_KEYS as QUANTIZE_KEYS
+
+    if precision == "int8":
+        unknown = [key for key in unknown if key not in QUANTIZE_KEYS]
+    for key in unknown:
+        if key in QUANTIZE_KEYS:
+            raise InputError(f"option {key} is used only with --precision int8, not {precision}",
+                             "add --precision int8 or drop it")
+        from ..backends import get_backend as backend_named
+        from ..targets import available_targets
+
+        takers = []
+        for name, other in sorted(available_targets().items()):
+            try:
+                if key in backend_named(other.backend).option_keys:
+                    takers.append(name)
+            except Exception:  # a target whose backend plugin is missing takes nothing here
+                continue
+        takes = ", ".join(sorted(backend.option_keys)) or "no options"
+        where = f"; it applies to {', '.join(takers)}" if takers else ""
+        raise InputError(f"option {key} is not used by target {target.name} ({backend.name}), which takes {takes}",
+                         f"drop it{where}")
+
+
+def _input_files(request: CompileRequest) -> dict[str, Path | None]:
+    """What compile reads, to make sure no output overwrites it."""
+    found: dict[str, Path | None] = {"--labels": request.labels_file}
+    for flag, ref in (("the model", request.model), ("--arch", request.arch)):
+        if ref:
+            found[flag] = Path(ref)
+            file_part = ref.rsplit(":", 1)[0]  # module.py:factory
+            if file_part != ref:
+                found[f"{flag} file"] = Path(file_part)
+    calib = request.options.get("calib")
+    found["--calib"] = Path(calib) if calib else None
+    return found
+
+
 def compile_model(request: CompileRequest, progress: Progress | None = None) -> CompileResult:
     step = progress or (lambda msg: log.info("%s", msg))
     target = get_target(request.target)
     backend = get_backend(target.backend)
     precision = _precision(target, request.precision)
+    if request.min_agreement is not None and not 0.0 <= request.min_agreement <= 1.0:
+        raise InputError(f"min_agreement {request.min_agreement} is not between 0 and 1", "pass e.g. 0.95")
+    if request.threads is not None and request.threads < 1:
+        raise InputError(f"threads must be at least 1, not {request.threads}", "or leave it out")
+    _check_options(request.options, target, backend, precision)
+    refuse_overwriting_inputs({"-o/--output": request.output, "--accuracy-report": request.accuracy_report},
+                              _input_files(request))
     missing = backend.compile_requirements(target)
     if missing:
         raise BackendUnavailable(f"cannot compile for {target.name} with {backend.name} here", "; ".join(missing))
 
     step("loading model")
     spec = load_source(request.model, arch=request.arch, trust_remote_code=request.trust_remote_code)
-    if request.input_size is not None:
-        h, w = request.input_size
-        spec.preprocess = replace(spec.preprocess, input_size=(h, w), resize_short=round(min(h, w) / 0.875))
+    rewrites = check_names(request.rewrites)
     if target.static_shapes and request.dynamic_batch:
         raise InputError(f"target {target.name} needs static shapes", "compile without --dynamic-batch")
+    where = spec.source.get("ref") or spec.name
+    io, source_model = None, None
+    if spec.onnx_path is not None:
+        source_model = load_onnx(Path(spec.onnx_path))
+        io = inspect(source_model, where)
+    card = _model_card(spec, request, io.metadata if io else {})
+    if io is not None:
+        io = inspect(source_model, where, layout=card.layout) if card.layout and card.layout != io.layout else io
+        spec.preprocess = _onnx_preprocess(spec.preprocess, io, card, where)
+    else:
+        spec.preprocess = card.apply(spec.preprocess)
+        spec.module, torch_output = _select_torch_output(spec, card.output, where)
     out_path = Path(request.output or f"{spec.name}.{target.name}.evpkg")
+    inputs = {**_input_files(request), "the ONNX model": Path(spec.onnx_path) if spec.onnx_path else None}
+    refuse_overwriting_inputs({"the artifact": out_path, "--accuracy-report": request.accuracy_report}, inputs)
 
     with tempfile.TemporaryDirectory(prefix="edgevision-compile-") as tmp:
         work = Path(tmp)
-        if spec.onnx_path is not None:
-            onnx_path = Path(spec.onnx_path)
+        if io is not None:
+            output = choose_output(io, card.output, where)
+            onnx_path = fix_graph(source_model, io, output, spec.preprocess.input_size, request.dynamic_batch,
+                                  work / "model.source.onnx", where)
+            del source_model
         else:
             step("exporting to ONNX")
-            onnx_path = export_onnx(spec, work / "model.onnx", dynamic_batch=request.dynamic_batch)
+            exported = export_onnx(spec, work / "model.export.onnx", dynamic_batch=request.dynamic_batch,
+                                   output_name=torch_output)
+            exported_model = load_onnx(exported)
+            io = inspect(exported_model, where, layout=spec.preprocess.layout)
+            output = choose_output(io, 0, where)
+            onnx_path = fix_graph(exported_model, io, output, spec.preprocess.input_size, request.dynamic_batch,
+                                  work / "model.source.onnx", where)
+            del exported_model
+        scores = card.scores or ("probabilities" if final_activation_of(onnx_path, output) else "logits")
         float_onnx = onnx_path
 
         step("reading validation images")
         val_inputs = gate.validation_tensors(spec.preprocess, request.val_dir)
-        ref_name, ref_predict = _reference(spec, float_onnx)
+        ref_name, ref_predict = _reference(spec, Path(spec.onnx_path) if spec.onnx_path else float_onnx, output)
         ref_batch = len(val_inputs) if request.dynamic_batch else 1
         reference = gate.run_batched(ref_predict, val_inputs, ref_batch)
-        labels = _labels(spec, request, reference.shape[1])
+        _check_output(reference, output, where)
+        labels = _labels(spec, card, reference.shape[1])
 
+        if rewrites:
+            step(f"rewriting the graph ({', '.join(rewrites)})")
+            onnx_path, _ = apply_rewrites(onnx_path, rewrites, work / "model.rewritten.onnx")
         settings = CompileSettings(precision=precision, dynamic_batch=request.dynamic_batch,
-                                   threads=request.threads, input_name=INPUT_NAME,
+                                   threads=request.threads, input_name=io.input_name,
                                    input_shape=spec.preprocess.tensor_shape("batch" if request.dynamic_batch else 1),
                                    options=request.options, progress=step)
         onnx_path, quantization = _apply_precision(onnx_path, spec, request, settings, work, step)
@@ -160,34 +293,47 @@ def compile_model(request: CompileRequest, progress: Progress | None = None) -> 
         step(f"compiling for {target.name} with {backend.name} {backend.version() or ''}".rstrip())
         payload_dir = work / "payload"
         payload_dir.mkdir()
-        with translated(backend.name, f"compile this model for {target.name}"):
-            payload = backend.compile(onnx_path, target, settings, payload_dir)
+        try:
+            with translated(backend.name, f"compile this model for {target.name}"):
+                payload = backend.compile(onnx_path, target, settings, payload_dir)
+        except BackendError as err:
+            raise _with_alternatives(err, float_onnx, rewrites, backend.name, request) from err.__cause__
         if quantization:
             payload["quantization"] = quantization
+        if rewrites:
+            payload["rewrites"] = list(rewrites)
 
         manifest = Manifest(
             model_name=spec.name, target=target, backend=backend.name,
             backend_version=backend.version() or "not installed", precision=precision,
-            input=TensorSpec(INPUT_NAME, settings.input_shape, "float32", spec.preprocess.layout),
-            output=TensorSpec(OUTPUT_NAME, ("batch" if request.dynamic_batch else 1, len(labels)), "float32", "NC"),
+            input=TensorSpec(io.input_name, settings.input_shape, spec.preprocess.input_dtype, spec.preprocess.layout),
+            output=TensorSpec(output, ("batch" if request.dynamic_batch else 1, len(labels)), "float32", "NC"),
             preprocess=spec.preprocess, labels=labels, payload=payload,
             toolchain=_toolchain(backend.name, backend.version()),
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             host={"machine": platform.machine(), "system": platform.system(), "node_cpu": platform.processor()},
-            source=spec.source)
+            source=spec.source, scores=scores)
 
         if target.arch != platform.machine():
             # A cross target carries the x86 reference logits of real photos, to verify it on the device.
             from ..emulation.verify import probe_for_compile
 
             manifest.payload.update(probe_for_compile(onnx_path, manifest, payload_dir))
+        comparison = None
         if request.gate:
             step("checking accuracy against the original")
-            manifest.accuracy = _gate(backend, target, manifest, payload_dir, onnx_path, val_inputs, reference,
-                                      ref_name, request, precision, labels, batch=ref_batch)
+            manifest.accuracy, comparison = _gate(backend, target, manifest, payload_dir, onnx_path, val_inputs,
+                                                  reference, ref_name, request, precision, labels, batch=ref_batch)
+            # Bind the record to what it measured: a payload swapped in later no longer matches it.
+            manifest.accuracy = replace(manifest.accuracy,
+                                        payload_sha256=payload_digest(hash_payload_dir(payload_dir)[0]))
         _emulated_check(manifest, payload_dir, work / out_path.name, request, step)
         step(f"writing {out_path}")
-        write_artifact(manifest, payload_dir, out_path)
+        write_artifact(manifest, payload_dir, out_path, signer=request.signer)
+        if request.accuracy_report is not None and comparison is not None:
+            # Only once the gate passed and the artifact exists: a failed gate writes nothing.
+            with atomic_output(Path(request.accuracy_report)) as tmp:
+                gate.write_report(comparison, labels, tmp)
     return CompileResult(path=out_path, manifest=manifest)
 
 
@@ -219,6 +365,61 @@ def _emulated_check(manifest: Manifest, payload_dir: Path, candidate: Path, requ
         manifest.accuracy = replace(manifest.accuracy, note=f"{note}; {emulated}" if note else emulated)
 
 
+def _onnx_preprocess(base: PreprocessConfig, io: GraphIO, card: ModelCard, where: str) -> PreprocessConfig:
+    """The preprocessing of an ONNX model: what the graph fixes (layout, dtype, size), then the card."""
+    if card.input_dtype is not None and card.input_dtype != io.input_dtype:
+        raise InputError(f"{where}: the card says input_dtype {card.input_dtype} but the model's input "
+                         f"{io.input_name!r} is {io.input_dtype}", "drop input_dtype from the card or flags")
+    if io.input_size is not None and card.input_size is not None and card.input_size != io.input_size:
+        raise InputError(f"{where}: input {io.input_name!r} is fixed at {io.input_size[0]}x{io.input_size[1]}, "
+                         f"not {card.input_size[0]}x{card.input_size[1]}",
+                         "drop --input-size (or input_size in the card), or re-export with a dynamic size")
+    size = io.input_size or card.input_size
+    if size is None:
+        raise InputError(f"{where}: input {io.input_name!r} has a dynamic height and width and nothing says "
+                         "which size the model was trained at",
+                         "pass --input-size HxW (e.g. 48x192) or input_size in a model card (--card)")
+    config = replace(base.with_size(size), layout=io.layout, input_dtype=io.input_dtype)
+    return card.apply(config)
+
+
+def _select_torch_output(spec: ModelSpec, choice: str | int | None, where: str) -> tuple[Any, str]:
+    """The module returning only its classifier output (found with one forward pass)."""
+    import torch
+
+    config = spec.preprocess
+    dummy = torch.zeros(config.tensor_shape(1), dtype=getattr(torch, config.input_dtype))
+    try:
+        with torch.no_grad():
+            returned = spec.module(dummy)
+    except EdgevisionError:
+        raise
+    except RecursionError as err:
+        raise InputError(f"{where}: the model's forward recursed without end", "fix the model") from err
+    except Exception as err:  # the user's forward can raise anything
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(f"{where}: the model fails on an input of shape {list(dummy.shape)} ({first})",
+                         "set --input-size (or input_size in a model card) to what the model was trained on") from err
+    path = find_output(returned, choice, where)
+    return selecting(spec.module, path), output_name(path)
+
+
+def _with_alternatives(err: BackendError, onnx_path: Path, applied: tuple[str, ...], backend: str,
+                       request: CompileRequest) -> BackendError:
+    """A backend's refusal, with what would get round it: an exact graph rewrite, another target."""
+    choices = []
+    try:
+        offered = [name for name in applicable_rewrites(onnx_path) if name not in applied]
+    except Exception:  # a graph the backend refused may also defeat the check; the plain advice stands
+        offered = []
+    if offered:
+        choices.append(f"retry with --rewrite {offered[0]} (an exact graph rewrite edgevision offers)")
+    if backend != "onnxruntime":
+        choices.append("compile for onnxruntime-cpu, which runs this graph")
+    choices.append("or pass backend options with --option KEY=VALUE")
+    return BackendError(err.problem, "; ".join(choices))
+
+
 def _apply_precision(onnx_path: Path, spec: ModelSpec, request: CompileRequest, settings: CompileSettings,
                      work: Path, step: Progress) -> tuple[Path, dict[str, Any]]:
     """INT8: calibrate and rewrite the float graph as QDQ ONNX. fp16/bf16 are the backend's business."""
@@ -232,7 +433,7 @@ def _apply_precision(onnx_path: Path, spec: ModelSpec, request: CompileRequest, 
 
 def _gate(backend: Any, target: Target, manifest: Manifest, payload_dir: Path, onnx_path: Path,
           val_inputs: np.ndarray, reference: np.ndarray, ref_name: str, request: CompileRequest,
-          precision: str, labels: list[str], batch: int) -> AccuracyReport:
+          precision: str, labels: list[str], batch: int) -> tuple[AccuracyReport, gate.Comparison]:
     threshold = request.min_agreement if request.min_agreement is not None else gate.DEFAULT_THRESHOLDS[precision]
     can_run, why = backend.can_run(target)
     if can_run:
@@ -252,8 +453,6 @@ def _gate(backend: Any, target: Target, manifest: Manifest, payload_dir: Path, o
     with translated(backend.name if can_run else "onnxruntime", "run the compiled model"):
         candidate = gate.run_batched(predict, val_inputs, batch)
     cmp = gate.compare(reference, candidate)
-    if request.accuracy_report is not None:
-        gate.write_report(cmp, labels, Path(request.accuracy_report))
     report = gate.summarize(cmp, threshold, ref_name, candidate_name, note, gate.CRITERIA.get(precision, "top1"))
     log.info("accuracy gate: top-1 %.1f%%, top-5 %.1f%%, max|diff| %.3g",
              100 * report.top1_agreement, 100 * report.top5_agreement, report.max_abs_diff)
@@ -264,4 +463,4 @@ def _gate(backend: Any, target: Target, manifest: Manifest, payload_dir: Path, o
             raise
         from ..quantize import GATE_FIX
         raise AccuracyGateFailed(err.problem, GATE_FIX) from None
-    return report
+    return report, cmp

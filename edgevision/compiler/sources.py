@@ -16,35 +16,79 @@ from typing import Any
 
 from ..artifact.package import sha256_file
 from ..errors import EdgevisionError, InputError
-from ..preprocess import PreprocessConfig
 from .spec import ModelSpec
 
 DEFAULT_MODEL = "edgevision.models:efficientnet_lite0"
 
 
+def _import_file(path: Path) -> Any:
+    spec = importlib.util.spec_from_file_location(f"_edgevision_user_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise InputError(f"cannot import {path}", "pass a .py file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses and pickling look the module up by name
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(spec.name, None)
+        raise
+    return module
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+
 def _call_factory(ref: str) -> Any:
+    """Import ``module:fn`` (or ``file.py:fn``) and call it; whatever the user's code does wrong is one line."""
     module_ref, _, attr = ref.rpartition(":")
     if not module_ref or not attr:
         raise InputError(f"model reference {ref!r} is not of the form module:factory",
                          "write e.g. examples/mobilenet_v2.py:mobilenet_v2 or mypkg.models:build")
-    if module_ref.endswith(".py"):
-        path = Path(module_ref)
-        if not path.is_file():
-            raise InputError(f"model file {path} does not exist", "check the path")
-        spec = importlib.util.spec_from_file_location(f"_edgevision_user_{path.stem}", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # dataclasses and pickling look the module up by name
-        spec.loader.exec_module(module)
-    else:
-        try:
+    try:
+        if module_ref.endswith(".py"):
+            path = Path(module_ref)
+            if not path.is_file():
+                raise InputError(f"model file {path} does not exist", "check the path")
+            module = _import_file(path)
+        else:
             module = importlib.import_module(module_ref)
-        except ImportError as err:
-            raise InputError(f"cannot import {module_ref!r} ({err})",
-                             "check the module name and that it is on PYTHONPATH") from err
+    except EdgevisionError:
+        raise
+    except SyntaxError as err:
+        raise InputError(f"{module_ref} has a syntax error (line {err.lineno}: {err.msg})",
+                         "fix the file; python -m py_compile shows the line") from err
+    except ImportError as err:
+        raise InputError(f"cannot import {module_ref!r} ({_first_line(err)})",
+                         "check the module name, that it is on PYTHONPATH and that what it imports is installed") from err
+    except RecursionError as err:
+        raise InputError(f"importing {module_ref} recursed without end", "fix the module's top-level code") from err
+    except Exception as err:  # the user's top-level code can raise anything
+        raise InputError(f"importing {module_ref} failed ({_first_line(err)})",
+                         "fix the module's top-level code; --debug shows the trace") from err
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise InputError(f"{module_ref} has no callable {attr!r}", "name a function that returns the model")
-    return factory()
+    import inspect
+
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        params = []
+    required = [p.name for p in params if p.default is p.empty
+                and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if required:
+        raise InputError(f"factory {ref} needs arguments ({', '.join(required)}); edgevision calls it with none",
+                         "give the parameters defaults, or wrap it in a function without arguments")
+    try:
+        return factory()
+    except EdgevisionError:
+        raise
+    except RecursionError as err:
+        raise InputError(f"factory {ref} recursed without end", "fix the factory") from err
+    except Exception as err:  # the user's factory can raise anything
+        raise InputError(f"factory {ref} raised {_first_line(err)}", "fix the factory; --debug shows the trace") from err
 
 
 def _as_spec(obj: Any, name: str, source: dict[str, Any]) -> ModelSpec:
@@ -54,9 +98,29 @@ def _as_spec(obj: Any, name: str, source: dict[str, Any]) -> ModelSpec:
         obj.source = {**source, **obj.source}
         return obj
     if isinstance(obj, torch.nn.Module):
-        return ModelSpec(module=obj.eval(), name=name, source=source)
+        return _module_spec(obj.eval(), name, source)
     raise InputError(f"{source.get('ref', name)} returned {type(obj).__name__}, not a torch.nn.Module",
                      "return an nn.Module or an edgevision ModelSpec")
+
+
+def _module_spec(module: Any, name: str, source: dict[str, Any]) -> ModelSpec:
+    """A module as is; a Hugging Face model also brings its labels (id2label) and image size."""
+    spec = ModelSpec(module=module, name=name, source=source)
+    config = getattr(module, "config", None)
+    if config is None:
+        return spec
+    mapping = getattr(config, "id2label", None)
+    if isinstance(mapping, dict) and mapping:
+        try:
+            spec.labels = [str(mapping[i]) for i in range(len(mapping))]
+        except KeyError:
+            pass
+    size = getattr(config, "image_size", None)
+    if isinstance(size, int) and not isinstance(size, bool) and 8 <= size <= 8192:
+        size = (size, size)
+    if isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, int) and 8 <= v <= 8192 for v in size):
+        spec.preprocess = spec.preprocess.with_size((int(size[0]), int(size[1])))
+    return spec
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -110,6 +174,8 @@ def load_source(ref: str | None, arch: str | None = None, trust_remote_code: boo
     if not path.is_file():
         raise InputError(f"model file {path} does not exist",
                          "pass a .pt/.pth/.pt2/.onnx file, or a module:factory reference")
+    if path.stat().st_size == 0:
+        raise InputError(f"model file {path} is empty", "save the model again; the write may have failed")
     source = {"kind": "", "ref": str(path), "sha256": sha256_file(path)}
     name = path.stem
     if path.suffix.lower() == ".onnx":
@@ -135,7 +201,7 @@ def load_source(ref: str | None, arch: str | None = None, trust_remote_code: boo
     obj = _load_weights(path, trust_remote_code)
     if isinstance(obj, torch.nn.Module):
         source["kind"] = "pickled module"
-        return ModelSpec(module=obj.eval(), name=name, source=source)
+        return _module_spec(obj.eval(), name, source)
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -168,19 +234,5 @@ def _load_state_dict(module: Any, state: dict, path: Path, arch: str) -> None:
 
 
 def _onnx_spec(path: Path, source: dict[str, Any]) -> ModelSpec:
-    try:
-        import onnx
-    except ImportError as err:
-        raise EdgevisionError("reading ONNX models needs the onnx package", "pip install 'edgevision[compile]'") from err
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-        onnx.checker.check_model(model)
-    except Exception as err:  # onnx raises DecodeError, ValidationError, ...
-        raise InputError(f"{path} is not a valid ONNX model: {str(err).splitlines()[0]}",
-                         "re-export it with torch.onnx.export") from err
-    dims = model.graph.input[0].type.tensor_type.shape.dim
-    hw = [d.dim_value for d in dims[2:4]] if len(dims) == 4 else []
-    preprocess = (PreprocessConfig(input_size=(hw[0], hw[1]), resize_short=round(min(hw) / 0.875))
-                  if len(hw) == 2 and all(hw) else PreprocessConfig())
-    return ModelSpec(module=None, name=path.stem, preprocess=preprocess, onnx_path=path,
-                     source={**source, "kind": "onnx"})
+    """An ONNX file: its input, outputs, size and metadata are read when compiling (onnx_graph)."""
+    return ModelSpec(module=None, name=path.stem, onnx_path=path, source={**source, "kind": "onnx"})

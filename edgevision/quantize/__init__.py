@@ -41,6 +41,11 @@ def _as_int(key: str, value: Any) -> int:
         raise InputError(f"option {key}={value!r} is not a whole number", f"pass e.g. {key}=64") from None
 
 
+# The CompileRequest.options keys QuantizeOptions reads (compile refuses keys nobody reads).
+OPTION_KEYS = frozenset({"calib", "calib_size", "calib_every", "seed", "calib_method", "quantizer", "skip_sensitive",
+                         "exclude_nodes"})
+
+
 @dataclass(frozen=True)
 class QuantizeOptions:
     """The INT8 flags of `edgevision compile`, read from CompileRequest.options."""

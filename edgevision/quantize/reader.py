@@ -81,15 +81,15 @@ def _image_files(folder: Path) -> list[Path]:
 
 
 def _read_images(paths: list[Path]) -> list[tuple[str, np.ndarray]]:
-    import cv2
+    from ..errors import InputError
+    from ..images import read_image_file
 
     images = []
     for path in paths:
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            log.warning("skipping calibration image %s: cannot decode it", path)
-            continue
-        images.append((str(path), image))
+        try:
+            images.append((str(path), read_image_file(path)))
+        except InputError as err:  # the bounded reader: pixel limit, damage, pipes
+            log.warning("skipping calibration image %s: %s", path, err.problem)
     return images
 
 

@@ -1,6 +1,6 @@
 """The device side: load an artifact and classify images. No PyTorch here, ever."""
-from ..artifact import Manifest, read_manifest
+from ..artifact import Manifest, TrustPolicy, read_manifest
 from ..errors import EdgevisionError
 from .model import Model, Prediction, load
 
-__all__ = ["EdgevisionError", "Manifest", "Model", "Prediction", "load", "read_manifest"]
+__all__ = ["EdgevisionError", "Manifest", "Model", "Prediction", "TrustPolicy", "load", "read_manifest"]

@@ -24,13 +24,10 @@ def image_paths(folder: Path | None = None) -> list[Path]:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """BGR uint8 image, as OpenCV gives it."""
-    import cv2
+    """BGR uint8 image, as OpenCV gives it; bounded and strict (see edgevision.images)."""
+    from ..images import read_image_file
 
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise InputError(f"cannot decode image {path}", "check that it is a valid jpg/png file")
-    return image
+    return read_image_file(path)
 
 
 def sample_image(name: str) -> np.ndarray:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 import numpy as np
 
 from ..errors import EdgevisionError
-from ..runtime.model import Prediction, softmax
+from ..runtime.scores import Prediction, probabilities, topk_from_probs
 from .channel import Channel, Closed
 from .result import StreamResult
 from .sinks import CallbackSink, Sink, StopStream
@@ -49,13 +49,6 @@ class _Captured:
     timestamp: float  # time.time()
     read_at: float  # perf_counter when read() returned
     capture_s: float
-
-
-def topk_from_probs(probs: np.ndarray, labels: list[str], k: int) -> list[Prediction]:
-    k = min(k, probs.shape[-1])
-    idx = np.argpartition(-probs, k - 1)[:k]
-    idx = idx[np.argsort(-probs[idx])]
-    return [Prediction(int(i), labels[int(i)], float(probs[i])) for i in idx]
 
 
 class Stream:
@@ -85,7 +78,9 @@ class Stream:
         self.stall_timeout_s = stall_timeout_s
         self.warmup = warmup
         self._smoother = EmaSmoother(smooth) if smooth and smooth > 1 else None
-        self.sinks: list[Sink] = [s if hasattr(s, "write") else CallbackSink(s) for s in sinks]  # type: ignore
+        self.sinks: list[Sink] = []
+        for sink in sinks:
+            self.add_sink(sink)
         self.source: FrameSource = open_source(self.spec, camera, open_timeout_s, read_timeout_s)
         if self.live:
             self._frames: Channel[_Captured] = Channel(1, "latest")
@@ -114,6 +109,14 @@ class Stream:
         return self._recorder.snapshot()
 
     def add_sink(self, sink: Sink | Callable[[StreamResult], Any]) -> None:
+        """Add a sink; one whose ``path`` is the source or the model's artifact is refused (data loss)."""
+        from ..files import refuse_overwriting_inputs
+
+        path = getattr(sink, "path", None)
+        if path is not None:
+            source = self.spec.target if self.spec.kind in ("file", "fifo") else None
+            refuse_overwriting_inputs({f"{type(sink).__name__} output": path},
+                                      {"the stream's source": source, "the artifact": getattr(self.model, "path", None)})
         self.sinks.append(sink if hasattr(sink, "write") else CallbackSink(sink))  # type: ignore[arg-type]
 
     def run(self) -> StreamStats:
@@ -276,10 +279,10 @@ class Stream:
     def _postprocess(self, item: _Captured, logits: np.ndarray, preprocess_s: float,
                      infer_s: float) -> StreamResult:
         started = time.perf_counter()
-        probs = softmax(logits.astype(np.float32))
+        probs = probabilities(logits, self.model.manifest.scores)
         if self._smoother is not None:
             probs = self._smoother.update(probs)
-        predictions = topk_from_probs(probs, self.model.labels, self.top_k)
+        predictions = topk_from_probs(probs, self.model.labels, self.top_k, self.model.manifest.scores)
         now = time.perf_counter()
         timings = {"capture": item.capture_s, "preprocess": preprocess_s, "infer": infer_s,
                    "postprocess": now - started}

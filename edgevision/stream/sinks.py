@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import uuid
 from pathlib import Path
 from typing import IO, Any, Callable, Protocol
 
 from ..errors import EdgevisionError, InputError
+from ..files import finish_temp, temp_path_beside
 from .result import StreamResult
 
 log = logging.getLogger(__name__)
@@ -42,12 +42,6 @@ class CallbackSink:
         pass
 
 
-def _temp_beside(path: Path) -> Path:
-    """A fresh name next to ``path`` with the same suffix (OpenCV picks the container by suffix)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
-
-
 class VideoSink:
     """Frames with the overlay (or raw with ``overlay=False``) into a video file OpenCV can write."""
 
@@ -72,7 +66,7 @@ class VideoSink:
         if self._writer is None:
             height, width = image.shape[:2]
             self._size = (width, height)
-            self._temp = _temp_beside(self.path)
+            self._temp = temp_path_beside(self.path)
             self._writer = cv2.VideoWriter(str(self._temp), cv2.VideoWriter_fourcc(*self.codec),
                                            float(self.fps or 25.0), (width, height))
             if not self._writer.isOpened():
@@ -90,8 +84,10 @@ class VideoSink:
         self._writer.release()
         self._writer = None
         if self.frames and self._temp is not None:
-            os.replace(self._temp, self.path)
+            finish_temp(self._temp, self.path)
             log.info("wrote %d frames to %s", self.frames, self.path)
+        elif self._temp is not None:
+            self._temp.unlink(missing_ok=True)
         self._temp = None
 
     def abort(self) -> None:
@@ -108,23 +104,35 @@ class JsonLinesSink:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self._temp = _temp_beside(self.path)
-        self._file: IO[str] | None = self._temp.open("w", encoding="utf-8")
+        self._temp: Path | None = None  # created at the first write: a sink never used leaves nothing
+        self._file: IO[str] | None = None
+        self._done = False
 
     def write(self, result: StreamResult) -> None:
-        assert self._file is not None, "sink already closed"
+        assert not self._done, "sink already closed"
+        if self._file is None:
+            self._temp = temp_path_beside(self.path)
+            self._file = self._temp.open("x", encoding="utf-8")
         self._file.write(json.dumps(result.to_dict()) + "\n")
 
     def close(self) -> None:
-        if self._file is not None:
+        if self._done:
+            return
+        self._done = True
+        if self._file is None:  # no results: an empty log, still written atomically
+            self._temp = temp_path_beside(self.path)
+            self._temp.touch(exist_ok=False)
+        else:
             self._file.close()
             self._file = None
-            os.replace(self._temp, self.path)
+        finish_temp(self._temp, self.path)
 
     def abort(self) -> None:
+        self._done = True
         if self._file is not None:
             self._file.close()
             self._file = None
+        if self._temp is not None:
             self._temp.unlink(missing_ok=True)
 
 

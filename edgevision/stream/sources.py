@@ -152,15 +152,15 @@ class ImageSource(FrameSource):
         self._next = 0
 
     def read(self) -> Frame | None:
-        import cv2
+        from ..images import read_image_file
 
         while self._next < len(self._paths):
             path = self._paths[self._next]
             self._next += 1
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if image is not None:
-                return Frame(image, None, path.name)
-            log.warning("skipping %s: not a readable image", path)
+            try:
+                return Frame(read_image_file(path), None, path.name)
+            except InputError as err:
+                log.warning("skipping %s: %s", path, err.problem)
         return None
 
     def close(self) -> None:
@@ -194,7 +194,8 @@ class VideoCaptureSource(FrameSource):
                 "file": "check that it is a video OpenCV's FFmpeg can decode",
                 "url": "check the address, credentials and network; the stream did not answer in "
                        f"{self.open_timeout_s:g} s",
-                "fifo": f"start the program that writes into it; none wrote within {self.open_timeout_s:g} s",
+                "fifo": f"start the program that writes video into it; none arrived within {self.open_timeout_s:g} s "
+                        "(--open-timeout)",
                 }.get(self.spec.kind, SOURCE_HELP)
 
     def _open(self) -> bool:
@@ -208,7 +209,7 @@ class VideoCaptureSource(FrameSource):
             if cap.isOpened():
                 self._configure_camera(cap)
         elif kind == "fifo":
-            cap = _open_fifo(target, self.open_timeout_s)
+            cap = _open_fifo(target, self.open_timeout_s, timeouts)
         else:
             cap = cv2.VideoCapture(target, cv2.CAP_FFMPEG, timeouts)
         if not cap.isOpened():
@@ -251,31 +252,59 @@ class VideoCaptureSource(FrameSource):
             self._cap = None
 
 
-def _open_fifo(path: str, timeout_s: float) -> Any:
-    """Open a named pipe with OpenCV without blocking forever when no program writes into it.
+class _NotOpened:
+    """What a source that gave up looks like to the caller: a capture that is not open."""
 
-    open(2) of a FIFO for reading blocks until a writer appears, and OpenCV cannot be interrupted
-    there. So we hold the pipe open read-write ourselves while OpenCV opens it (then its open returns
-    at once) and close our end after ``timeout_s``: if no real writer came by then, OpenCV's read sees
-    end-of-file and the open fails instead of hanging. With a writer, closing our end changes nothing.
+    def isOpened(self) -> bool:  # noqa: N802 - OpenCV's name
+        return False
+
+    def release(self) -> None:
+        pass
+
+
+def _open_fifo(path: str, timeout_s: float, timeouts: list[int]) -> Any:
+    """Open a named pipe with OpenCV, giving up after ``timeout_s`` instead of blocking without end.
+
+    Three ways a pipe blocks: open(2) for reading waits for a writer; FFmpeg's header probe waits for
+    data from a writer that opened the pipe but writes nothing; and neither can be interrupted while
+    OpenCV is inside them. So: we hold the pipe open read-write ourselves (our open never blocks, and
+    OpenCV's open returns at once), wait in Python (interruptible by Ctrl-C and SIGTERM) until the pipe
+    has data, and let OpenCV probe it in a helper thread that we stop waiting for at the deadline. A
+    probe still stuck then is left to finish in its (daemon) thread; its capture is released when it does.
     """
+    import select
+
     import cv2
 
+    deadline = time.monotonic() + timeout_s
     keeper = os.open(path, os.O_RDWR | os.O_NONBLOCK)
-    closed = threading.Lock()
-
-    def release_keeper() -> None:
-        if closed.acquire(blocking=False):
-            os.close(keeper)
-
-    timer = threading.Timer(timeout_s, release_keeper)
-    timer.daemon = True
-    timer.start()
     try:
-        return cv2.VideoCapture(path, cv2.CAP_FFMPEG)
+        poller = select.poll()
+        poller.register(keeper, select.POLLIN)
+        if not poller.poll(max(0, int(timeout_s * 1000))):
+            log.info("%s: no data within %.1f s", path, timeout_s)
+            return _NotOpened()
+        opened: list[Any] = []
+        done = threading.Event()
+        abandoned = threading.Event()
+
+        def probe() -> None:
+            cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG, timeouts)
+            opened.append(cap)
+            done.set()
+            if abandoned.is_set():
+                cap.release()
+
+        threading.Thread(target=probe, name="edgevision-fifo-open", daemon=True).start()
+        if done.wait(max(0.0, deadline - time.monotonic())):
+            return opened[0]
+        abandoned.set()
+        if done.is_set():  # it finished between the wait and the flag
+            return opened[0]
+        log.info("%s: the writer sent no video header within %.1f s", path, timeout_s)
+        return _NotOpened()
     finally:
-        timer.cancel()
-        release_keeper()
+        os.close(keeper)
 
 
 def open_source(spec: SourceSpec, camera: CameraOptions | None = None, open_timeout_s: float = 5.0,

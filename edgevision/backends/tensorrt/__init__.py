@@ -163,7 +163,13 @@ class TensorRTBackend(Backend):
     runtime_module = "tensorrt"
     precisions = ("fp32", "fp16", "int8")
     int8_recipe = "symmetric"
+    option_keys = frozenset({"max_batch", "opt_batch", "workspace_mb", "dla_core", "gpu_fallback", "min_tensorrt",
+                             "engine_cache"})
+    devices = ("cuda", "gpu")
     int8_symmetric_only = True  # explicit-QDQ engines take int8 with zero point 0 only
+    payload_files = ("model", "build_config")
+    payload_keys = frozenset({"model", "build_config", "engine", "min_tensorrt", "builder_calls",
+                              "folded_int32_dequantize"})
 
     def compile_requirements(self, target: "Target") -> list[str]:
         # Writing ONNX + build settings needs no TensorRT: the engine is built on the device.
@@ -217,6 +223,9 @@ class TensorRTBackend(Backend):
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise ArtifactError(f"cannot read the TensorRT build config {config_path.name} ({err})",
                                 "recompile the artifact") from err
+        if config.onnx != manifest.payload.get("model", MODEL_FILE):  # only the member the reader checked
+            raise ArtifactError(f"the TensorRT build config names {config.onnx!r}, not the payload's model",
+                                "refusing it: recompile the artifact")
         onnx_sha = sha256_file(payload_dir / config.onnx)
         if onnx_sha != config.onnx_sha256:
             raise ArtifactError("the artifact's ONNX does not match its TensorRT build config",

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..console import Console
+from ..validate import non_negative_int, positive_int
 
 if TYPE_CHECKING:
     from ...bench import BenchReport, Candidate, RowResult
@@ -29,17 +30,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="backend compile option for --targets, repeatable (e.g. tune_trials=64)")
     p.add_argument("--torch", action="store_true", help="add the model in PyTorch eager mode as the baseline row")
     timing = p.add_argument_group("model-only timing")
-    timing.add_argument("--warmup", type=int, default=10, help="untimed calls first (default 10)")
-    timing.add_argument("--iterations", "-n", type=int, default=100, help="timed calls per row (default 100)")
-    timing.add_argument("--rounds", type=int, default=5, help="interleaved rounds the calls are split into")
-    timing.add_argument("--batch", type=int, default=1, help="images per call (default 1)")
-    timing.add_argument("--threads", type=int, help="runtime threads (default: every CPU this process may use)")
-    timing.add_argument("--parallel", type=int, default=1,
+    timing.add_argument("--warmup", type=non_negative_int, default=10, help="untimed calls first (default 10)")
+    timing.add_argument("--iterations", "-n", type=positive_int, default=100, help="timed calls per row (default 100)")
+    timing.add_argument("--rounds", type=positive_int, default=5, help="interleaved rounds the calls are split into")
+    timing.add_argument("--batch", type=positive_int, default=1, help="images per call (default 1)")
+    timing.add_argument("--threads", type=positive_int, help="runtime threads (default: every CPU this process may use)")
+    timing.add_argument("--parallel", type=positive_int, default=1,
                         help="parallel requests, each with its own loaded model (default 1)")
     e2e = p.add_argument_group("end to end")
     e2e.add_argument("--source", default="sample",
                      help="video file, folder, camera index or URL for stream FPS (default: the bundled clip)")
-    e2e.add_argument("--frames", type=int, default=100, help="frames to stream per artifact (default 100)")
+    e2e.add_argument("--frames", type=positive_int, default=100, help="frames to stream per artifact (default 100)")
     e2e.add_argument("--no-stream", action="store_true", help="skip the end-to-end measurement")
     remote = p.add_argument_group("remote boards (TVM RPC)")
     remote.add_argument("--rpc", metavar="HOST:PORT",
@@ -168,8 +169,15 @@ def run(args: argparse.Namespace, console: Console) -> int:
     from ...bench.session import check_settings
     from ...errors import InputError
 
+    from ...artifact import read_manifest
+    from ...files import refuse_overwriting_inputs
+
     if args.key and not args.rpc:
         raise InputError("--key names a board behind a TVM RPC tracker", "also pass --rpc HOST:PORT")
+    refuse_overwriting_inputs({"--json": args.json, "--plot": args.plot},
+                              {f"artifact {i + 1}": path for i, path in enumerate(args.artifacts)})
+    for path in args.artifacts:
+        read_manifest(path)  # a missing or broken artifact is one line now, not a failed row minutes later
     settings = BenchSettings(warmup=args.warmup, iterations=args.iterations, rounds=args.rounds, batch=args.batch,
                              threads=args.threads or cpus_available(), parallel_requests=args.parallel,
                              stream_source=None if args.no_stream else args.source, stream_frames=args.frames)
@@ -195,7 +203,13 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
         plot_fps(report, args.plot)
         console.print(f"wrote {args.plot}")
-    return 1 if any(r.status == "failed" for r in report.rows) else 0
+    failed = [r for r in report.rows if r.status == "failed"]
+    if failed:
+        first = failed[0]
+        console.error(f"{len(failed)} of {len(report.rows)} rows failed ({first.label}: {first.reason}) — "
+                      "see the table; rerun with --debug for details")
+        return 1
+    return 0
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:

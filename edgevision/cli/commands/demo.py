@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..console import Console
+from ..validate import non_negative_int
 from .predict import classify_files
 
 
@@ -12,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="compile the default model for this host, classify the bundled images and clip")
     p.add_argument("--target", help="default: intel-cpu when OpenVINO is installed, else onnxruntime-cpu")
     p.add_argument("--out", type=Path, default=Path("out"), help="folder for the artifact (default: ./out)")
-    p.add_argument("--frames", type=int, default=0, help="stop the clip after this many frames (0: all)")
+    p.add_argument("--frames", type=non_negative_int, default=0, help="stop the clip after this many frames (0: all)")
     p.set_defaults(handler=run)
 
 

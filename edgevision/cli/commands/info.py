@@ -8,23 +8,22 @@ from pathlib import Path
 from ..console import Console
 
 
-def summary_rows(path: Path, manifest) -> list[tuple[str, str]]:
+def summary_rows(path: Path, manifest, integrity: str | None = None, signature: str | None = None) -> list[tuple[str, str]]:
     m = manifest
     rows = [("model", m.model_name), ("target", f"{m.target.name} — {m.target.description}"),
             ("backend", f"{m.backend} {m.backend_version} on {m.target.device} ({m.target.arch})"),
             ("precision", m.precision),
             ("input", f"{m.input.name} {list(m.input.shape)} {m.input.dtype} {m.input.layout}"),
             ("output", f"{m.output.name} {list(m.output.shape)}"),
-            ("preprocess", f"resize short side {m.preprocess.resize_short}, {m.preprocess.crop} crop "
-                           f"{m.preprocess.input_size}, mean {[round(v, 4) for v in m.preprocess.mean]}, "
-                           f"std {[round(v, 4) for v in m.preprocess.std]}, {m.preprocess.channel_order}"),
+            ("preprocess", m.preprocess.describe()),
+            ("scores", "the model's own probabilities" if m.scores == "probabilities" else "logits (softmax applied)"),
             ("labels", f"{len(m.labels)} ({', '.join(m.labels[:3])}, ...)")]
     if m.accuracy:
         a = m.accuracy
         rows.append(("accuracy gate", f"{'PASS' if a.passed else 'FAIL'}: {a.candidate} vs {a.reference} on "
                      f"{a.images} images: top-1 {a.top1_agreement:.1%}, top-5 {a.top5_agreement:.1%}, "
                      f"max|diff| {a.max_abs_diff:.3g}, cosine {a.mean_cosine:.6f}, KL {a.mean_kl:.3g} "
-                     f"(need {a.criterion} {a.threshold:.0%})"))
+                     f"(need {a.criterion} {a.threshold:.0%}); measured on payload {a.payload_sha256[:12]}"))
     else:
         rows.append(("accuracy gate", "not run"))
     quant = m.payload.get("quantization")
@@ -41,23 +40,40 @@ def summary_rows(path: Path, manifest) -> list[tuple[str, str]]:
              ("files", ", ".join(f"{n} ({h[:12]})" for n, h in sorted(m.files.items())))]
     if path.is_file():
         rows.append(("size", f"{path.stat().st_size / 1e6:.2f} MB"))
+    if integrity:
+        rows.append(("integrity", integrity))
+    if signature:
+        rows.append(("signature", signature))
     return rows
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("info", help="show an artifact's manifest")
+    p = sub.add_parser("info", help="check an artifact and show its manifest and signature",
+                       description="Checks ARTIFACT as loading does (every member's sha256, the manifest, the "
+                                   "signature) without running it, then shows what it holds. Exits 2 with one "
+                                   "line on what loading would refuse as damaged or tampered with.")
     p.add_argument("artifact", type=Path)
     p.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip hashing the members (the manifest and signature are still checked)")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    from ...artifact import read_manifest
+    from ...artifact import open_artifact
 
-    manifest = read_manifest(args.artifact)
+    # The device's trust policy is reported, not enforced: info is how one finds out why a load is refused.
+    with open_artifact(args.artifact, enforce=False) as artifact:
+        if not args.no_verify:
+            artifact.verify_members()
+        manifest = artifact.manifest
+        integrity = (f"NOT verified (--no-verify): members not hashed" if args.no_verify else
+                     f"verified: manifest and {len(manifest.files)} member(s) match their sha256")
+        signature = artifact.signature.describe()
     if args.json:
         data = manifest.to_dict()
+        data["_checked"] = {"integrity": integrity, "signature": signature}
         print(json.dumps(data, indent=2, sort_keys=True))
         return 0
-    console.table(str(args.artifact), ["field", "value"], summary_rows(args.artifact, manifest))
+    console.table(str(args.artifact), ["field", "value"], summary_rows(args.artifact, manifest, integrity, signature))
     return 0

@@ -5,14 +5,15 @@ import argparse
 from pathlib import Path
 
 from ..console import Console
+from ..validate import positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="classify image files with an artifact")
     p.add_argument("artifact", type=Path)
     p.add_argument("images", nargs="*", type=Path, help="image files or folders (default: the bundled samples)")
-    p.add_argument("-k", "--top-k", type=int, default=5)
-    p.add_argument("--threads", type=int)
+    p.add_argument("-k", "--top-k", type=positive_int, default=5)
+    p.add_argument("--threads", type=positive_int)
     p.add_argument("--device", help="override the artifact's device, e.g. OpenVINO GPU")
     p.set_defaults(handler=run)
 

@@ -6,8 +6,9 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ...files import write_atomic
+from ...files import refuse_overwriting_inputs, write_atomic
 from ..console import Console
+from ..validate import non_negative_float, non_negative_int, positive_float, positive_int
 
 if TYPE_CHECKING:
     from ...stream import Stream, StreamResult, StreamStats
@@ -23,43 +24,32 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "or FIFO (default: the bundled sample clip)")
     p.add_argument("--live", action=argparse.BooleanOptionalAction, default=None,
                    help="drop stale frames (default: on for cameras, URLs and pipes, off for files)")
-    p.add_argument("-k", "--top-k", type=int, default=5)
-    p.add_argument("-n", "--max-frames", type=int, help="stop after this many results")
-    p.add_argument("--smooth", type=int, default=0, metavar="N",
+    p.add_argument("-k", "--top-k", type=positive_int, default=5)
+    p.add_argument("-n", "--max-frames", type=positive_int, help="stop after this many results")
+    p.add_argument("--smooth", type=non_negative_int, default=0, metavar="N",
                    help="average class scores over about N frames to steady the label (0: off)")
     p.add_argument("--show", action="store_true", help="display frames with the overlay (needs a GUI OpenCV)")
     p.add_argument("--save", type=Path, metavar="VIDEO", help="write frames with the overlay (.mp4, .avi, .mkv)")
     p.add_argument("--json", type=Path, metavar="JSONL", help="write one JSON line per frame")
     p.add_argument("--stats-json", type=Path, metavar="JSON", help="write the final statistics as JSON")
-    p.add_argument("--print-every", type=int, default=1, metavar="N",
+    p.add_argument("--print-every", type=non_negative_int, default=1, metavar="N",
                    help="print every Nth result (0: only the final statistics)")
     cam = p.add_argument_group("camera")
-    cam.add_argument("--width", type=int)
-    cam.add_argument("--height", type=int)
-    cam.add_argument("--fps", type=float, help="requested camera frame rate")
-    cam.add_argument("--buffer-size", type=int, default=1, help="frames the driver may queue (default 1)")
+    cam.add_argument("--width", type=positive_int)
+    cam.add_argument("--height", type=positive_int)
+    cam.add_argument("--fps", type=positive_float, help="requested camera frame rate")
+    cam.add_argument("--buffer-size", type=positive_int, default=1, help="frames the driver may queue (default 1)")
     cam.add_argument("--fourcc", help="camera pixel format, e.g. MJPG")
     net = p.add_argument_group("disconnects")
-    net.add_argument("--reconnect", type=int, default=3, metavar="N",
+    net.add_argument("--reconnect", type=non_negative_int, default=3, metavar="N",
                      help="reconnect attempts after a live source drops (0: stop at once)")
-    net.add_argument("--reconnect-delay", type=float, default=0.5, metavar="S",
+    net.add_argument("--reconnect-delay", type=non_negative_float, default=0.5, metavar="S",
                      help="first wait before reconnecting, doubled each attempt up to 5 s")
-    net.add_argument("--open-timeout", type=float, default=5.0, metavar="S",
+    net.add_argument("--open-timeout", type=positive_float, default=5.0, metavar="S",
                      help="give up opening a URL or pipe after S seconds")
-    p.add_argument("--threads", type=int, help="inference threads")
+    p.add_argument("--threads", type=positive_int, help="inference threads")
     p.add_argument("--device", help="override the artifact's device, e.g. OpenVINO GPU")
     p.set_defaults(handler=run)
-
-
-def quiet_opencv(debug: bool) -> None:
-    """OpenCV and FFmpeg print multi-line warnings for unopenable sources; our one-line error says it."""
-    if debug:
-        return
-    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
-    import cv2
-
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 
 def format_result(result: "StreamResult") -> str:
@@ -92,13 +82,15 @@ def run(args: argparse.Namespace, console: Console) -> int:
     from ...runtime import load
     from ...stream import DisplaySink, JsonLinesSink, VideoSink
 
-    quiet_opencv(getattr(args, "debug", False))
     source = args.source
     if source is None:
         from ...samples import sample_clip
 
         source = str(sample_clip())
         console.info(f"• source: bundled sample clip {Path(source).name} (pass --source 0 for a camera)")
+    source_file = Path(source) if not source.strip().isdigit() and os.path.exists(source) else None
+    refuse_overwriting_inputs({"--save": args.save, "--json": args.json, "--stats-json": args.stats_json},
+                              {"the artifact": args.artifact, "the source": source_file})
     with load(args.artifact, threads=args.threads, device=args.device) as model:
         stream = open_stream(args, model, source)
         with stream:
@@ -110,13 +102,15 @@ def run(args: argparse.Namespace, console: Console) -> int:
                 stream.add_sink(JsonLinesSink(args.json))
             console.info(f"• streaming {stream.spec.name} ({'live: latest frame' if stream.live else 'every frame'}"
                          f") with {model.manifest.model_name} on {model.manifest.backend}")
-            interrupted = False
+            interrupted = ""
             try:
                 for result in stream:
                     if args.print_every and result.frame_index % args.print_every == 0:
                         console.print(format_result(result))
-            except KeyboardInterrupt:
-                interrupted = True  # Ctrl-C is how a camera stream ends: report, then exit normally
+            except KeyboardInterrupt as err:
+                # Ctrl-C (and SIGTERM/SIGHUP, see edgevision.signals) is how a camera stream ends: the
+                # outputs are finalised, the statistics reported, and the exit is normal.
+                interrupted = getattr(err, "name", "") or "SIGINT"
         stats = stream.stats
     print_stats(console, stats)
     if args.save and stats.frames:
@@ -124,5 +118,5 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if args.stats_json:
         write_atomic(args.stats_json, (json.dumps(stats.to_dict(), indent=2) + "\n").encode())
     if interrupted:
-        console.info("• stopped by Ctrl-C")
+        console.info(f"• stopped by {'Ctrl-C' if interrupted == 'SIGINT' else interrupted}")
     return 0
