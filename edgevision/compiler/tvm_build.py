@@ -216,7 +216,7 @@ def _in_process_builder(on_build: Callable[[int], None]) -> tuple[Any, dict[str,
     return InProcessBuilder(), built
 
 
-def _in_process_runner(built: dict[str, Any], host_can_run: bool) -> Any:
+def _in_process_runner(built: dict[str, Any]) -> Any:
     """Times candidates in this process with TVM's time_evaluator (a few ms each)."""
     import tvm
     from tvm.ir.utils import derived_object
@@ -244,7 +244,6 @@ def _in_process_runner(built: dict[str, Any], host_can_run: bool) -> Any:
                     futures.append(finished(RunnerResult(None, f"run failed: {str(err)[:300]}")))
             return futures
 
-    del host_can_run
     return InProcessRunner()
 
 
@@ -281,7 +280,7 @@ def _default_search(mod: Any, real_target: Any, target_spec: dict[str, Any], tri
         with _quiet_metaschedule():
             ms.tune.tune_tasks(tasks=contexts, task_weights=weights, work_dir=work_dir, max_trials_global=total,
                                max_trials_per_task=trials_per_task, num_trials_per_iter=trials_per_task,
-                               builder=builder, runner=_in_process_runner(built, not cross), database=database,
+                               builder=builder, runner=_in_process_runner(built), database=database,
                                cost_model="random", task_scheduler="round-robin",
                                measure_callbacks=[ms.measure_callback.AddToDatabase()])
     record["minutes"] = round((time.monotonic() - started) / 60, 2)
