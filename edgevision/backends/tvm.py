@@ -144,9 +144,10 @@ class TvmBackend(Backend):
     extra = "tvm"
     runtime_module = "tvm"
     precisions = ("fp32",)
-    option_keys = frozenset({"tune_trials", "tuning_log", "tune_rpc", "device_check"})
+    option_keys = frozenset({"tune_trials", "tuning_log", "tune_rpc", "device_check", "default_schedule"})
     payload_files = ("library", "probe.file")
-    payload_keys = frozenset({"library", "entry", "tvm_target", "cpu_features", "cross_compiler", "tuning", "probe"})
+    payload_keys = frozenset({"library", "entry", "tvm_target", "cpu_features", "cross_compiler", "tuning", "probe",
+                              "schedule", "kernels"})
 
     def check_payload(self, payload: dict[str, Any]) -> str | None:
         features = payload.get("cpu_features", [])

@@ -25,6 +25,14 @@ log = logging.getLogger(__name__)
 AUTO_TRIALS = -1  # --tune without a number: DEFAULT_TRIALS_PER_TASK for every task
 DEFAULT_TRIALS_PER_TASK = 32  # ~12 min for MobileNetV2 on 2 x86 cores; gets within ~2x of ORT
 BUILDER_TIMEOUT_S = 300.0  # the stock 30 s dies on the builder workers' ~25 s intrinsics import
+# The default schedule: MetaSchedule's CPU design space sampled this many times per task, each
+# candidate built and timed in this process (no worker start-up), the fastest parallel+vectorized
+# one kept. See docs/tvm-rpi4.md ("Default schedules") for the alternatives measured.
+DEFAULT_SEARCH_TRIALS = 8
+# Cross targets cannot be timed here: candidates are timed on this host compiled for 128-bit vectors
+# (SSE4.2, as NEON's width) and the chosen schedules, which are keyed by workload, not by target,
+# are applied to the real target.
+HOST_PROXY_MCPU = "x86-64-v2"
 Progress = Callable[[str], None]
 
 
@@ -44,6 +52,7 @@ class TuningOptions:
     log_dir: Path | None = None  # database folder: reused when it exists, written when tuning
     rpc: RpcTuning | None = None
     seed: int | None = 0
+    default_search_trials: int = DEFAULT_SEARCH_TRIALS  # per task, when nothing else schedules it; 0: off
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> "TuningOptions":
@@ -65,7 +74,18 @@ class TuningOptions:
                 raise InputError(f"tune_rpc={options['tune_rpc']!r} is not HOST:PORT:KEY",
                                  "write e.g. --option tune_rpc=127.0.0.1:9190:rpi4")
             rpc = RpcTuning(host, int(port), key)
-        return cls(trials=trials, log_dir=Path(log_dir) if log_dir else None, rpc=rpc)
+        raw_default = options.get("default_schedule", DEFAULT_SEARCH_TRIALS)
+        if str(raw_default).lower() in ("off", "none"):
+            raw_default = 0
+        try:
+            default_trials = int(raw_default)
+        except ValueError:
+            raise InputError(f"default_schedule={raw_default!r} is not a number or off",
+                             "write e.g. --option default_schedule=8, or default_schedule=off for naive loops") from None
+        if default_trials < 0:
+            raise InputError(f"default_schedule={default_trials} is negative", "pass 0 (off) or more trials per task")
+        return cls(trials=trials, log_dir=Path(log_dir) if log_dir else None, rpc=rpc,
+                   default_search_trials=default_trials)
 
 
 def host_mcpu() -> str:
@@ -153,7 +173,136 @@ def _persistent_builder(timeout_s: float, f_export: Any, on_build: Callable[[int
     return PersistentBuilder()
 
 
-def _progress_reporter(total: int, progress: Progress) -> Callable[[int], None]:
+MIN_VECTOR_LANES = 4  # a 128-bit register of float32: narrower vector loops leave NEON half empty
+
+
+def _in_process_builder(on_build: Callable[[int], None]) -> tuple[Any, dict[str, Any]]:
+    """Builds candidates in this process (a TIR kernel builds in well under a second; starting
+    builder workers costs ~25 s each) and refuses any whose multiply-accumulates do not all sit in
+    loops that are parallel and vectorized: a schedule that is fast on this host only because
+    LLVM vectorized it by itself may not be on another target."""
+    from tvm.driver import build as tvm_build
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    from ..backends.tvm_kernels import primfunc_macs
+
+    built: dict[str, Any] = {}
+
+    @derived_object
+    class InProcessBuilder(PyBuilder):
+        def build(self, build_inputs: list) -> list:
+            results = []
+            for item in build_inputs:
+                func = item.mod["main"]
+                macs = primfunc_macs("main", func)
+                if macs.macs_per_call and (macs.both_macs < macs.macs_per_call
+                                           or macs.min_vector_lanes < MIN_VECTOR_LANES):
+                    results.append(BuilderResult(None, "not parallel and vectorized 4 wide"))
+                    continue
+                try:
+                    module = tvm_build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(item.mod),
+                                       target=item.target)
+                except Exception as err:  # a candidate that fails to build is a failed trial, not an error
+                    results.append(BuilderResult(None, f"build failed: {str(err)[:300]}"))
+                    continue
+                key = f"candidate-{len(built)}-{id(module)}"
+                built[key] = module
+                results.append(BuilderResult(key, None))
+            on_build(len(build_inputs))
+            return results
+
+    return InProcessBuilder(), built
+
+
+def _in_process_runner(built: dict[str, Any]) -> Any:
+    """Times candidates in this process with TVM's time_evaluator (a few ms each)."""
+    import tvm
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.runner import PyRunner, RunnerFuture, RunnerResult
+    from tvm.s_tir.meta_schedule.runner.config import EvaluatorConfig
+    from tvm.s_tir.meta_schedule.runner.local_runner import default_alloc_argument
+    from tvm.s_tir.meta_schedule.runner.utils import run_evaluator_common
+
+    config = EvaluatorConfig(number=3, repeat=1, min_repeat_ms=20, enable_cpu_cache_flush=False)
+    device = tvm.cpu()
+
+    def finished(result: Any) -> Any:
+        return RunnerFuture(lambda: True, lambda: result)
+
+    @derived_object
+    class InProcessRunner(PyRunner):
+        def run(self, runner_inputs: list) -> list:
+            futures = []
+            for item in runner_inputs:
+                module = built.pop(item.artifact_path, None)
+                try:
+                    args = default_alloc_argument(device, [a.as_json() for a in item.args_info], 1)
+                    futures.append(finished(RunnerResult(run_evaluator_common(module, device, config, args), None)))
+                except Exception as err:  # noqa: BLE001 - reported as a failed trial
+                    futures.append(finished(RunnerResult(None, f"run failed: {str(err)[:300]}")))
+            return futures
+
+    return InProcessRunner()
+
+
+def _default_search(mod: Any, real_target: Any, target_spec: dict[str, Any], trials_per_task: int,
+                    known: Any, progress: Progress, seed: int | None) -> tuple[Any, dict[str, Any]]:
+    """Schedule every task ``known`` (a database, or None) has no record for: sample MetaSchedule's
+    CPU design space (multi-level tiling, parallelize/vectorize/unroll, inlining) ``trials_per_task``
+    times, time each candidate here and keep the fastest that is parallel and vectorized."""
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    cross = "mtriple" in target_spec
+    if cross:  # time on this host at NEON's vector width; parallel extents follow the device's cores
+        proxy = {"kind": "llvm", "mcpu": HOST_PROXY_MCPU, "num-cores": int(target_spec.get("num-cores", 4))}
+        search_target = tvm.target.Target(proxy)
+    else:
+        search_target = real_target
+    tasks = ms.relax_integration.extract_tasks(mod, search_target)
+    todo = [t for t in tasks if known is None or not known.has_workload(t.dispatched[0])]
+    record: dict[str, Any] = {"strategy": "default", "trials_per_task": trials_per_task, "tasks": len(tasks),
+                              "tasks_searched": len(todo), "search_target": str(search_target.attrs.get("mcpu", "")),
+                              "measured_on": "this host" + (f" as {HOST_PROXY_MCPU} (128-bit vectors)" if cross else "")}
+    database = ms.database.MemoryDatabase()
+    if not todo:
+        record["minutes"] = 0.0
+        return database, record
+    started = time.monotonic()
+    total = trials_per_task * len(todo)
+    progress(f"scheduling {len(todo)} kernels ({trials_per_task} candidates each, timed on this host)")
+    builder, built = _in_process_builder(_progress_reporter(total, progress, label="scheduling"))
+    with tempfile.TemporaryDirectory(prefix="edgevision-schedule-") as work_dir:
+        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+            todo, work_dir, strategy="replay-trace", seed=seed)
+        with _quiet_metaschedule():
+            ms.tune.tune_tasks(tasks=contexts, task_weights=weights, work_dir=work_dir, max_trials_global=total,
+                               max_trials_per_task=trials_per_task, num_trials_per_iter=trials_per_task,
+                               builder=builder, runner=_in_process_runner(built), database=database,
+                               cost_model="random", task_scheduler="round-robin",
+                               measure_callbacks=[ms.measure_callback.AddToDatabase()])
+    record["minutes"] = round((time.monotonic() - started) / 60, 2)
+    # Tasks where no candidate was both parallel and vectorized (or none built) keep naive loops.
+    record["tasks_scheduled"] = sum(
+        database.query_tuning_record(t.dispatched[0], search_target, t.task_name) is not None for t in todo)
+    return database, record
+
+
+@contextlib.contextmanager
+def _quiet_metaschedule() -> Iterator[None]:
+    """MetaSchedule logs every trial at INFO (with the whole TIR) to the root logger's handlers."""
+    logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _progress_reporter(total: int, progress: Progress, label: str = "tuning") -> Callable[[int], None]:
     """Counts built candidates (measurements finish asynchronously, so builds are the honest clock)."""
     started = time.monotonic()
     state = {"done": 0, "shown": -1}
@@ -165,7 +314,7 @@ def _progress_reporter(total: int, progress: Progress) -> Callable[[int], None]:
             state["shown"] = percent // 5
             bar = "#" * (percent // 5) + "-" * (20 - percent // 5)
             minutes = (time.monotonic() - started) / 60
-            progress(f"tuning [{bar}] {state['done']}/{total} trials built, {minutes:.1f} min")
+            progress(f"{label} [{bar}] {state['done']}/{total} trials built, {minutes:.1f} min")
 
     return on_build
 
@@ -271,14 +420,16 @@ def compile_onnx(onnx_path: Path, target: "Target", settings: "CompileSettings",
         graph = onnx.load(str(_fold_shape_arithmetic(onnx_path, Path(tmp))))
     mod = from_onnx(graph, shape_dict={settings.input_name: shape}, keep_params_in_input=False)
 
+    with tvm_target:  # legalize and fuse: the PrimFuncs every schedule source is keyed by
+        mod = tvm.transform.Sequential([relax.transform.DecomposeOpsForInference(),
+                                        relax.transform.CanonicalizeBindings(),
+                                        relax.get_pipeline("zero")])(mod)
     tuning_record: dict[str, Any] = {"trials": 0}
+    sources: list[dict[str, Any]] = []
     log_dir = tuning.log_dir
-    if tuning.trials != 0 or log_dir is not None:
-        with tvm_target:
-            mod = tvm.transform.Sequential([relax.transform.DecomposeOpsForInference(),
-                                            relax.transform.CanonicalizeBindings(),
-                                            relax.get_pipeline("zero")])(mod)
-        with tempfile.TemporaryDirectory(prefix="edgevision-tune-") as scratch:
+    database = None
+    with tempfile.TemporaryDirectory(prefix="edgevision-tune-") as scratch:
+        if tuning.trials != 0 or log_dir is not None:
             work_dir = Path(log_dir) if log_dir is not None else Path(scratch)
             if tuning.trials != 0:
                 work_dir.mkdir(parents=True, exist_ok=True)
@@ -290,8 +441,23 @@ def compile_onnx(onnx_path: Path, target: "Target", settings: "CompileSettings",
             applied = len(database)
             with tvm_target, database:
                 mod = relax.transform.MetaScheduleApplyDatabase()(mod)
-        tuning_record.update({"records": applied, "log": str(log_dir) if log_dir else None})
-        step(f"applied {applied} tuning records")
+            tuning_record.update({"records": applied, "log": str(log_dir) if log_dir else None})
+            step(f"applied {applied} tuning records")
+            if tuning.trials != 0:
+                sources.append({"strategy": "tuned on device" if tuning.rpc else "tuned on this host",
+                                "runner": tuning_record["runner"], "trials": tuning_record["trials"],
+                                "records": applied})
+            else:
+                sources.append({"strategy": "tuning log", "log": str(log_dir), "records": applied,
+                                "log_targets": _log_targets(work_dir)})
+    if tuning.default_search_trials > 0:
+        default_db, default_record = _default_search(mod, tvm_target, target_spec, tuning.default_search_trials,
+                                                     database, step, tuning.seed)
+        if default_record["tasks_searched"]:
+            with tvm_target, default_db:
+                mod = relax.transform.MetaScheduleApplyDatabase()(mod)
+            sources.append(default_record)
+    kernels_mod = mod
 
     step(f"building for {target_spec.get('mtriple', 'this host')} ({target_spec.get('mcpu', 'generic')})")
     executable = tvm.compile(mod, target=tvm_target)
@@ -304,6 +470,39 @@ def compile_onnx(onnx_path: Path, target: "Target", settings: "CompileSettings",
     except Exception as err:  # the C++ toolchain reports through RuntimeError/TVMError
         raise EdgevisionError(f"linking the TVM library failed: {str(err).splitlines()[0]}",
                               "check the (cross) compiler install, e.g. apt-get install g++-aarch64-linux-gnu") from err
+    from ..backends.tvm_kernels import report
+
+    kernels = report(kernels_mod, out_file, target_spec.get("mtriple", "").split("-")[0] or None).to_dict()
+    step(f"{kernels['share']:.0%} of {kernels['macs'] / 1e6:.0f} M multiply-accumulates in parallel, "
+         f"vectorized loops" + (" (checked in the machine code)" if kernels["binary_checked"] else ""))
     return {"library": out_file.name, "entry": "main", "tvm_target": target_spec,
             "cpu_features": cpu_features(tvm_target),
-            "cross_compiler": target.options.get("cross_compiler"), "tuning": tuning_record}
+            "cross_compiler": target.options.get("cross_compiler"), "tuning": tuning_record,
+            "schedule": {"strategy": _strategy_name(sources), "sources": sources}, "kernels": kernels}
+
+
+def _strategy_name(sources: list[dict[str, Any]]) -> str:
+    """What scheduled the library, in words: the first source covered most kernels."""
+    if not sources:
+        return "none (naive loops)"
+    names = [s["strategy"] for s in sources]
+    return " + ".join(n if n != "default" else "default search" for n in names)
+
+
+def _log_targets(log_dir: Path) -> list[str]:
+    """The targets a shared tuning log was measured on (a log from a Pi says cortex-a72)."""
+    import json
+
+    seen: list[str] = []
+    path = log_dir / "database_tuning_record.json"
+    with open(path) as fh:
+        for line in fh:
+            try:
+                target = json.loads(line)[1][2]
+            except (ValueError, IndexError, TypeError):
+                continue
+            label = str(target.get("mcpu") or target.get("mtriple") or target.get("kind")) \
+                if isinstance(target, dict) else str(target)
+            if label not in seen:
+                seen.append(label)
+    return seen
