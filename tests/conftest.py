@@ -10,6 +10,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
+# TVM compiles whose subject is not the schedule skip the default schedule search (minutes per model on
+# 2 cores): they test import, packaging, devices or tuning. The search itself is tested in test_tvm.py.
+NAIVE_TVM = {"default_schedule": "off"}
 
 
 @pytest.fixture(scope="session")

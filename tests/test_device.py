@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import NAIVE_TVM, REPO
 
 BACKEND_TARGETS = ("rpi4", "rpi4-onnxruntime", "rpi4-openvino")
 STREAM_FRAMES = 10
@@ -46,7 +46,7 @@ def pi_artifacts(sysroot, artifacts_dir: Path) -> dict[str, Path]:
     for target in BACKEND_TARGETS:
         out = artifacts_dir / f"lite0.{target}.evpkg"
         if not out.exists():
-            compile_model(CompileRequest(output=out, target=target))
+            compile_model(CompileRequest(output=out, target=target, options=NAIVE_TVM if target == "rpi4" else {}))
         built[target] = out
     return built
 
@@ -274,7 +274,7 @@ import torch  # still importable afterwards
 
 def test_loading_a_tvm_x86_artifact_imports_no_torch(compile_artifact) -> None:
     """The x86 runtime path: torch is installed on this host and ``import tvm`` would import it."""
-    artifact = compile_artifact("mnv2-96.tvm-x86.evpkg", target="tvm-x86", input_size=(96, 96),
+    artifact = compile_artifact("mnv2-96.tvm-x86.evpkg", target="tvm-x86", input_size=(96, 96), options=NAIVE_TVM,
                                 model=str(REPO / "examples" / "mobilenet_v2.py") + ":mobilenet_v2")
     code = f"""
 import json, sys

@@ -22,7 +22,7 @@ from typing import Iterator
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import NAIVE_TVM, REPO
 from reliability_models import MODELS, onnx_classifier
 from test_errors import CLI_MAIN, Workspace, assert_one_line_error, cli, ws  # noqa: F401  (ws: fixture)
 
@@ -41,7 +41,7 @@ def tiny_artifacts(compile_artifact, tiny_ort: Path) -> dict[str, Path]:
     """The same tiny model for the three backends that run here (TVM: ~15 s untuned)."""
     return {"onnxruntime": tiny_ort,
             "openvino": compile_artifact("rb-tiny.intel-cpu.evpkg", model=TINY, target="intel-cpu"),
-            "tvm": compile_artifact("rb-tiny.tvm-x86.evpkg", model=TINY, target="tvm-x86")}
+            "tvm": compile_artifact("rb-tiny.tvm-x86.evpkg", model=TINY, target="tvm-x86", options=NAIVE_TVM)}
 
 
 def photos(count: int = 8) -> list[np.ndarray]:

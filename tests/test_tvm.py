@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import EXAMPLES, run_cli, run_without_torch
+from conftest import EXAMPLES, NAIVE_TVM, run_cli, run_without_torch
 
 MOBILENET = f"{EXAMPLES / 'mobilenet_v2.py'}:mobilenet_v2"
 CAT_CLASSES = set(range(281, 286))
@@ -35,7 +35,7 @@ def sysroot():
 
 @pytest.fixture(scope="session")
 def mnv2_tvm(compile_artifact) -> Path:
-    return compile_artifact("mnv2.tvm-x86.evpkg", model=MOBILENET, target="tvm-x86")
+    return compile_artifact("mnv2.tvm-x86.evpkg", model=MOBILENET, target="tvm-x86", options=NAIVE_TVM)
 
 
 @pytest.fixture(scope="session")
@@ -95,7 +95,7 @@ def test_the_runtime_uses_the_cpus_it_is_given(mnv2_tvm: Path, requested: str) -
 def test_default_model_on_tvm_agrees_on_every_real_image(compile_artifact, ort_artifact: Path) -> None:
     from edgevision.artifact import read_manifest
 
-    artifact = compile_artifact("lite0.tvm-x86.evpkg", target="tvm-x86")
+    artifact = compile_artifact("lite0.tvm-x86.evpkg", target="tvm-x86", options=NAIVE_TVM)
     acc = read_manifest(artifact).accuracy
     assert acc.reference == "torch" and acc.candidate.startswith("tvm cpu")
     assert acc.images == 32 and acc.top1_agreement == 1.0 and acc.top5_agreement == 1.0
@@ -228,7 +228,7 @@ def test_tuning_measures_candidates_on_the_rpc_board(sysroot, tmp_path: Path) ->
 
     model, log_dir, out = _tiny_onnx(tmp_path / "tiny.onnx"), tmp_path / "tuning", tmp_path / "tuned.evpkg"
     with emulated_board(key="rpi4", emulator=Emulator(sysroot)) as board:
-        result = run_cli("compile", str(model), "--target", "rpi4", "--tune", "4", "--tuning-log", str(log_dir),
+        result = run_cli("compile", str(model), "--target", "rpi4", "--tune", "4", "--tuning-log", str(log_dir), "--option", "default_schedule=off",
                          "--option", f"tune_rpc=127.0.0.1:{board.tracker_port}:rpi4", "-o", str(out), timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     payload = read_manifest(out).payload
@@ -315,14 +315,14 @@ def test_tiny_tuning_run_writes_a_log_that_a_later_compile_reuses(tmp_path: Path
     from edgevision.artifact import read_manifest
 
     model, log_dir = _tiny_onnx(tmp_path / "tiny.onnx"), tmp_path / "tuning"
-    tuned = run_cli("compile", str(model), "--target", "tvm-x86", "--tune", "4", "--tuning-log", str(log_dir),
+    tuned = run_cli("compile", str(model), "--target", "tvm-x86", "--tune", "4", "--tuning-log", str(log_dir), "--option", "default_schedule=off",
                     "-o", str(tmp_path / "tuned.evpkg"))
     assert tuned.returncode == 0, tuned.stderr
     assert "tuning [" in tuned.stderr  # the progress line
     first = read_manifest(tmp_path / "tuned.evpkg").payload["tuning"]
     assert first["trials"] == 4 and first["records"] >= 1 and first["tasks"] >= 1
     assert (log_dir / "database_tuning_record.json").stat().st_size > 0
-    reused = run_cli("compile", str(model), "--target", "tvm-x86", "--tuning-log", str(log_dir),
+    reused = run_cli("compile", str(model), "--target", "tvm-x86", "--tuning-log", str(log_dir), "--option", "default_schedule=off",
                      "-o", str(tmp_path / "reused.evpkg"))
     assert reused.returncode == 0, reused.stderr
     manifest = read_manifest(tmp_path / "reused.evpkg")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import EXAMPLES, run_cli
+from conftest import EXAMPLES, NAIVE_TVM, run_cli
 
 ZOO = EXAMPLES / "hf_zoo.py"
 ARCHITECTURES = ("resnet", "convnext", "vit", "deit", "mobilenet_v2", "mobilevit", "efficientnet", "regnet", "swin",
@@ -71,7 +71,7 @@ def test_transformers_model_returned_as_is_compiles_and_passes_the_gate(zoo_comp
 
 @pytest.mark.parametrize("arch, target", [("resnet", "tvm-x86"), ("vit", "tvm-x86"), ("vit", "rpi4")])
 def test_transformers_models_on_tvm(zoo_compile, arch: str, target: str) -> None:
-    result = zoo_compile(arch, target)
+    result = zoo_compile(arch, target, options=NAIVE_TVM)
     _assert_gate(result)
     if target == "rpi4":  # not runnable here: the backend ran it under qemu and recorded the match
         check = result.manifest.payload["device_check"]
