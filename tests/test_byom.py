@@ -211,7 +211,7 @@ def test_preprocessing_modes_and_old_manifests(photo: np.ndarray) -> None:
     config = PreprocessConfig(input_size=(64, 64), resize_short=73)
     h, w = photo.shape[:2]
     scale = 73 / min(h, w)
-    big = cv2.resize(photo, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_LINEAR)
+    big = cv2.resize(photo, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_LINEAR_EXACT)
     top, left = (big.shape[0] - 64) // 2, (big.shape[1] - 64) // 2
     old = preprocess(big[top:top + 64, left:left + 64], PreprocessConfig(input_size=(64, 64), resize="direct"))
     np.testing.assert_array_equal(preprocess(photo, config), old)
