@@ -56,7 +56,7 @@ def _fake_wheel(folder: Path) -> Path:
     wheel = folder / "edgevision-0.1.0-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as archive:
         archive.writestr("edgevision-0.1.0.dist-info/METADATA",
-                         "Name: edgevision\nProvides-Extra: rpi4\nProvides-Extra: onnxruntime\n")
+                         "Name: edgevision\nProvides-Extra: tvm-runtime\nProvides-Extra: onnxruntime\n")
     return wheel
 
 
@@ -72,11 +72,11 @@ def test_wheelhouse_downloads_the_target_extra_for_the_device_and_leaves_nothing
 
     house = build_wheelhouse(get_target("rpi4"), tmp_path / "wheels", wheel=wheel, run=pip)
     cmd = calls[0]
-    assert cmd[-1].endswith("edgevision-0.1.0-py3-none-any.whl[rpi4]")
+    assert cmd[-1].endswith("edgevision-0.1.0-py3-none-any.whl[tvm-runtime]")
     assert cmd[cmd.index("--python-version") + 1] == "3.11" and "manylinux_2_35_aarch64" in cmd
     assert sorted(p.name for p in (tmp_path / "wheels").iterdir()) == [
         "edgevision-0.1.0-py3-none-any.whl", "numpy-2.4.6-cp311-cp311-manylinux_2_28_aarch64.whl"]
-    assert "--no-index --find-links wheels/ 'edgevision[rpi4]'" in house.install_command()
+    assert "--no-index --find-links wheels/ 'edgevision[tvm-runtime]'" in house.install_command()
 
     def failing(cmd):
         return subprocess.CompletedProcess(cmd, 1, "", "ERROR: No matching distribution found for numpy")
