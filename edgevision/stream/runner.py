@@ -59,7 +59,7 @@ class Stream:
     an exception or Ctrl-C stops the threads and releases the source.
     """
 
-    def __init__(self, model: "Model", source: str | int | os.PathLike[str], *, live: bool | None = None,
+    def __init__(self, model: "Model", source: "str | int | os.PathLike[str] | FrameSource", *, live: bool | None = None,
                  top_k: int = 5, max_frames: int | None = None, smooth: int = 0,
                  camera: CameraOptions | None = None, reconnect: ReconnectPolicy | None = None,
                  open_timeout_s: float = 5.0, read_timeout_s: float = 10.0, stall_timeout_s: float = 15.0,
@@ -70,7 +70,9 @@ class Stream:
         if max_frames is not None and max_frames < 1:
             raise EdgevisionError(f"max_frames must be at least 1, not {max_frames}", "or None for all frames")
         self.model = model
-        self.spec = describe_source(source)
+        # An already opened FrameSource (the CLI opens it before paying the model load) is used as it is.
+        opened = source if isinstance(source, FrameSource) else None
+        self.spec = opened.spec if opened is not None else describe_source(source)
         self.live = self.spec.live if live is None else live
         self.top_k = top_k
         self.max_frames = max_frames
@@ -81,7 +83,7 @@ class Stream:
         self.sinks: list[Sink] = []
         for sink in sinks:
             self.add_sink(sink)
-        self.source: FrameSource = open_source(self.spec, camera, open_timeout_s, read_timeout_s)
+        self.source: FrameSource = opened or open_source(self.spec, camera, open_timeout_s, read_timeout_s)
         if self.live:
             self._frames: Channel[_Captured] = Channel(1, "latest")
             self._tensors: Channel[tuple[_Captured, np.ndarray, float]] = Channel(1)

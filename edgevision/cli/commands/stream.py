@@ -66,11 +66,24 @@ def print_stats(console: Console, stats: "StreamStats") -> None:
     console.print(f"stream: {stats.summary()}" + (f", {stats.reconnects} reconnects" if stats.reconnects else ""))
 
 
-def open_stream(args: argparse.Namespace, model, source) -> "Stream":
-    from ...stream import CameraOptions, ReconnectPolicy
+def camera_options(args: argparse.Namespace):
+    from ...stream import CameraOptions
 
-    camera = CameraOptions(width=args.width, height=args.height, fps=args.fps, buffer_size=args.buffer_size,
-                           fourcc=args.fourcc)
+    return CameraOptions(width=args.width, height=args.height, fps=args.fps, buffer_size=args.buffer_size,
+                         fourcc=args.fourcc)
+
+
+def open_source_first(args: argparse.Namespace, source):
+    """Open and check the source before the model loads: a missing camera or bad URL costs no model load."""
+    from ...stream.sources import describe_source, open_source
+
+    return open_source(describe_source(source), camera_options(args), args.open_timeout)
+
+
+def open_stream(args: argparse.Namespace, model, source) -> "Stream":
+    from ...stream import ReconnectPolicy
+
+    camera = camera_options(args)
     reconnect = ReconnectPolicy(attempts=args.reconnect, delay_s=args.reconnect_delay)
     return model.stream(source, live=args.live, top_k=args.top_k, max_frames=args.max_frames,
                         smooth=args.smooth, camera=camera, reconnect=reconnect, open_timeout_s=args.open_timeout)
@@ -91,8 +104,14 @@ def run(args: argparse.Namespace, console: Console) -> int:
     source_file = Path(source) if not source.strip().isdigit() and os.path.exists(source) else None
     refuse_overwriting_inputs({"--save": args.save, "--json": args.json, "--stats-json": args.stats_json},
                               {"the artifact": args.artifact, "the source": source_file})
-    with load(args.artifact, threads=args.threads, device=args.device) as model:
-        stream = open_stream(args, model, source)
+    opened = open_source_first(args, source)
+    try:
+        model = load(args.artifact, threads=args.threads, device=args.device)
+    except BaseException:
+        opened.close()
+        raise
+    with model:
+        stream = open_stream(args, model, opened)
         with stream:
             if args.show:
                 stream.add_sink(DisplaySink(f"edgevision: {stream.spec.name}"))
