@@ -38,7 +38,7 @@ def test_cli_prints_both_tables_and_the_host(bench_run) -> None:
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "model only: batch 1, 1 threads, 1 parallel request(s), 12 timed calls after 2 warm-up" in out
-    assert f"end to end: Model.stream on bikes.mp4, {FRAMES} frames" in out
+    assert f"end to end: Model.stream on bikes_80.mp4, {FRAMES} frames" in out
     for label in ("torch eager fp32", "onnxruntime-cpu fp32", "intel-cpu fp32"):
         assert label in out
     assert "host: " in out and "onnxruntime 1." in out and "openvino 20" in out
@@ -70,7 +70,7 @@ def test_json_figures_are_complete_and_consistent(bench_run) -> None:
     for label in ("onnxruntime-cpu fp32", "intel-cpu fp32"):
         row = rows[label]
         e2e = row["end_to_end"]
-        assert e2e["source"].endswith("bikes.mp4") and e2e["frames"] == FRAMES and e2e["fps"] > 0
+        assert e2e["source"].endswith("bikes_80.mp4") and e2e["frames"] == FRAMES and e2e["fps"] > 0
         assert e2e["fps"] == pytest.approx(e2e["frames"] / e2e["duration_s"], rel=0.01)
         assert e2e["details"]["stages_ms"]["infer"]["p50"] > 0
         # Streaming is interleaved too: 50 frames in 2 rounds of 25, merged into one figure.
