@@ -31,7 +31,8 @@ SUPPORTED_TRT = ((8, 2), (10, 0))  # [min, max): bindings API + EXPLICIT_BATCH n
 MEMORY_POOL_API_FROM = (8, 4)
 KEY_SCHEMA = 1
 BUILD_SCHEMA = 1
-INTERPOLATIONS = {"bilinear": 1, "nearest": 0, "bicubic": 2, "area": 3, "lanczos": 4}  # cv2.INTER_* values
+# bilinear is INTER_LINEAR_EXACT (5), as in edgevision.preprocess: bit-identical on aarch64 and x86.
+INTERPOLATIONS = {"bilinear": 5, "nearest": 0, "bicubic": 2, "area": 3, "lanczos": 4}  # cv2.INTER_* values
 
 
 class DeviceError(Exception):

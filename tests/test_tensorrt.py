@@ -119,7 +119,8 @@ def test_orin_artifact_holds_onnx_and_build_config(orin_artifact: Path, orin_pay
 
     payload_dir, manifest = orin_payload
     assert manifest.backend == "tensorrt" and manifest.precision == "fp16" and manifest.target.arch == "aarch64"
-    assert set(manifest.files) == {f"payload/{MODEL_FILE}", f"payload/{BUILD_CONFIG_FILE}"}
+    # probe.npz: x86 reference logits of the bundled photos, for `edgevision verify` on the Jetson itself.
+    assert set(manifest.files) == {f"payload/{MODEL_FILE}", f"payload/{BUILD_CONFIG_FILE}", "payload/probe.npz"}
     assert orin_config.onnx_sha256 == manifest.files[f"payload/{MODEL_FILE}"]
     assert (orin_config.precision, orin_config.workspace_mb, orin_config.dla_core) == ("fp16", 1024, -1)
     assert orin_config.input_shape == (1, 3, 224, 224) and orin_config.max_batch == 1
