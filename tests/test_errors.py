@@ -340,3 +340,21 @@ def test_progress_lines_then_one_error_line(ws: Workspace) -> None:
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and lines[-1].startswith("error: unknown target")
     assert [ln for ln in lines if ln.startswith("error")] == lines[-1:] and "Traceback" not in result.stderr
+
+
+def test_the_gate_fails_on_non_finite_outputs() -> None:
+    """NaN/inf never pass: before, a NaN model passed with max_abs_diff nan (#14 item 7)."""
+    import numpy as np
+
+    from edgevision.compiler import gate
+    from edgevision.errors import AccuracyGateFailed
+
+    good = np.random.default_rng(0).normal(size=(8, 10)).astype(np.float32)
+    gate.compare(good, good + 1e-6)  # finite: compared as usual
+    for bad_value in (np.nan, np.inf):
+        broken = good.copy()
+        broken[3, 2] = bad_value
+        with pytest.raises(AccuracyGateFailed, match="NaN or inf for 1 of 8"):
+            gate.compare(good, broken)
+        with pytest.raises(AccuracyGateFailed, match="the original model outputs NaN"):
+            gate.compare(broken, good)

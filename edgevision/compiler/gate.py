@@ -65,6 +65,12 @@ def compare(reference: np.ndarray, candidate: np.ndarray) -> Comparison:
     if reference.shape != candidate.shape:
         raise AccuracyGateFailed(f"compiled model outputs shape {candidate.shape}, original {reference.shape}",
                                  "the export changed the model's output: check the model's forward()")
+    # NaN compares false with everything: without this a NaN model "passes" with max|diff| nan.
+    for name, values in (("the original model", reference), ("the compiled model", candidate)):
+        if not np.isfinite(values).all():
+            bad = int((~np.isfinite(values)).any(axis=1).sum())
+            raise AccuracyGateFailed(f"{name} outputs NaN or inf for {bad} of {len(values)} validation inputs",
+                                     "fix the model (an overflow, a division by zero, a log of 0) before compiling")
     ref_top1 = reference.argmax(1)
     cand_top5 = np.argsort(-candidate, axis=1)[:, :5]
     p, q = _softmax(reference.astype(np.float64)), _softmax(candidate.astype(np.float64))
