@@ -291,3 +291,45 @@ print(json.dumps({{"torch": "torch" in sys.modules, "onnx": "onnx" in sys.module
     assert done.returncode == 0, done.stderr[-2000:]
     # tvm-x86 is not a runtime_only target: the workstation keeps its compiler; torch stays out regardless.
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {"torch": False, "onnx": False, "compiler": True}
+
+
+GUEST_POLICY_CHECK = """
+import json, sys
+import edgevision.runtime as rt
+from edgevision.samples import sample_image
+report = {}
+for path in sys.argv[2:]:
+    try:
+        with rt.load(path) as model:
+            report[path] = model.predict(sample_image("chelsea"), top_k=1)[0].index
+    except Exception as err:
+        report[path] = f"{type(err).__name__}: {err}"
+    report[path + ":tvm_imported"] = "tvm" in sys.modules
+json.dump(report, open(sys.argv[1], "w"))
+"""
+
+
+def test_an_artifact_signed_on_x86_loads_under_the_policy_on_the_emulated_pi(pi_artifacts, x86_top1, sysroot,
+                                                                             tmp_path: Path) -> None:
+    """#18 on the device: the rpi4 artifact is signed here, and the installed package on the emulated Pi
+    loads it under EDGEVISION_TRUSTED_KEYS, while the same artifact signed by another key is refused
+    before the TVM runtime is imported."""
+    from edgevision.artifact import SigningKey, generate_key_pair, sign_artifact
+    from edgevision.emulation.device_env import ensure_device_env
+    from edgevision.emulation.qemu import Emulator
+
+    publisher, publisher_pub, _ = generate_key_pair("publisher", tmp_path)
+    stranger, _, _ = generate_key_pair("stranger", tmp_path)
+    trusted = sign_artifact(pi_artifacts["rpi4"], SigningKey.load(publisher), tmp_path / "trusted.rpi4.evpkg")
+    foreign = sign_artifact(pi_artifacts["rpi4"], SigningKey.load(stranger), tmp_path / "foreign.rpi4.evpkg")
+    env = ensure_device_env(sysroot, "tvm-runtime")
+    report_file = tmp_path / "policy.json"
+    done = Emulator(sysroot).with_python(env.python).run_python(
+        ["-c", GUEST_POLICY_CHECK, str(report_file), str(foreign), str(trusted)], timeout=GUEST_TIMEOUT_S,
+        extra_env={"EDGEVISION_TRUSTED_KEYS": str(publisher_pub)}, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(report_file.read_text())
+    refused = report[str(foreign)]
+    assert isinstance(refused, str) and refused.startswith("ArtifactError") and "trusted" in refused, refused
+    assert report[str(foreign) + ":tvm_imported"] is False  # refused before any backend library
+    assert report[str(trusted)] == x86_top1["chelsea.jpg"]
