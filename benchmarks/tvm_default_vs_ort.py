@@ -14,39 +14,17 @@ background load; the ratio is the median of per-round ratios. The last line is t
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+# One timing protocol for both TVM benchmarks (a subprocess per artifact, warm-up, median and min).
+from tvm_vs_ort import time_artifact
+
 REPO = Path(__file__).resolve().parent.parent
 MODELS = {"mobilenet_v2": f"{REPO / 'examples' / 'mobilenet_v2.py'}:mobilenet_v2", "efficientnet_lite0": None}
-
-TIMER = """
-import json, statistics, sys, time
-import numpy as np
-from edgevision.runtime import load
-model = load(sys.argv[1], threads=int(sys.argv[2]))
-x = np.random.default_rng(0).standard_normal(tuple(int(d) for d in model.input_shape)).astype(np.float32)
-for _ in range(5):
-    model.run(x)
-times = []
-for _ in range(int(sys.argv[3])):
-    t = time.perf_counter(); model.run(x); times.append((time.perf_counter() - t) * 1e3)
-print(json.dumps({"median_ms": statistics.median(times), "min_ms": min(times)}))
-"""
-
-
-def time_artifact(path: Path, threads: int, runs: int) -> dict:
-    done = subprocess.run([sys.executable, "-c", TIMER, str(path), str(threads), str(runs)], capture_output=True,
-                          text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"timing {path.name} failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def build(model: str | None, target: str, out: Path, threads: int, options: dict) -> tuple[Path, float, dict]:
