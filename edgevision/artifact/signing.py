@@ -82,6 +82,14 @@ def crypto_available() -> bool:
     return True
 
 
+def _read_key_file(path: Path, what: str, name: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise InputError(f"cannot read {what} {path} ({err.strerror or err})",
+                         f"pass the {name} file `edgevision keys new` wrote") from err
+
+
 @dataclass(frozen=True)
 class PublicKey:
     raw: bytes  # the 32-byte Ed25519 public key
@@ -94,11 +102,7 @@ class PublicKey:
     @classmethod
     def load(cls, path: Path | str) -> "PublicKey":
         path = Path(path)
-        try:
-            data = path.read_bytes()
-        except OSError as err:
-            raise InputError(f"cannot read public key {path} ({err.strerror or err})",
-                             "pass the NAME.pub file `edgevision keys new` wrote") from err
+        data = _read_key_file(path, "public key", "NAME.pub")
         serialization, ed25519 = _crypto()
         try:
             key = serialization.load_pem_public_key(data)
@@ -131,11 +135,7 @@ class SigningKey:
     @classmethod
     def load(cls, path: Path | str, passphrase: bytes | None = None) -> "SigningKey":
         path = Path(path)
-        try:
-            data = path.read_bytes()
-        except OSError as err:
-            raise InputError(f"cannot read private key {path} ({err.strerror or err})",
-                             "pass the NAME.key file `edgevision keys new` wrote") from err
+        data = _read_key_file(path, "private key", "NAME.key")
         serialization, ed25519 = _crypto()
         try:
             key = serialization.load_pem_private_key(data, password=passphrase or None)
