@@ -359,11 +359,18 @@ def _tune(mod: Any, target: Any, tuning: TuningOptions, work_dir: Path, progress
     progress(f"tuning {len(tasks)} tasks, {total} trials ({per_task} per task)")
     # Candidates must be timed with the threads the artifact will run with: the runner's workers
     # inherit TVM_NUM_THREADS, and without it TVM uses half the CPUs on x86 (see backends.tvm).
-    with _environment(TVM_NUM_THREADS=str(threads) if threads and tuning.rpc is None else None):
-        ms.tune.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(work_dir),
-                           max_trials_global=total, max_trials_per_task=per_task,
-                           num_trials_per_iter=min(64, per_task), builder=builder, runner=runner,
-                           measure_callbacks=callbacks)
+    try:
+        with _environment(TVM_NUM_THREADS=str(threads) if threads and tuning.rpc is None else None):
+            ms.tune.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(work_dir),
+                               max_trials_global=total, max_trials_per_task=per_task,
+                               num_trials_per_iter=min(64, per_task), builder=builder, runner=runner,
+                               measure_callbacks=callbacks)
+    finally:
+        # The builder keeps its worker processes between batches: end them with the tuning, or one
+        # was seen outliving the compile (reparented to init).
+        pool = getattr(builder, "pool", None)
+        if pool is not None:
+            pool.shutdown()
     return {"tasks": len(tasks), "trials": total, "trials_per_task": per_task,
             "minutes": round((time.monotonic() - started) / 60, 2),
             "runner": f"rpc {tuning.rpc.key}@{tuning.rpc.tracker_host}:{tuning.rpc.tracker_port}"
