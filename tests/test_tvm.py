@@ -98,7 +98,8 @@ def test_default_model_on_tvm_agrees_on_every_real_image(compile_artifact, ort_a
     artifact = compile_artifact("lite0.tvm-x86.evpkg", target="tvm-x86", options=NAIVE_TVM)
     acc = read_manifest(artifact).accuracy
     assert acc.reference == "torch" and acc.candidate.startswith("tvm cpu")
-    assert acc.images == 32 and acc.top1_agreement == 1.0 and acc.top5_agreement == 1.0
+    # Untuned TVM takes ~0.35 s per input here: the gate runs an even subset within its time budget.
+    assert acc.images >= 64 and acc.top1_agreement == 1.0 and acc.top5_agreement == 1.0
     # And the device side without torch, on real photos, next to ONNX Runtime's answers.
     result = run_without_torch(textwrap.dedent(f"""
         import json

@@ -51,10 +51,43 @@ class AccuracyReport:
     mean_cosine: float = 1.0
     mean_kl: float = 0.0
     note: str = ""
-    criterion: str = "top1"  # the agreement the threshold applies to: "top1", or "top5" (int8)
+    # What the threshold applies to: "decisive-top1" (top-1 agreement where the original is decisive),
+    # "top1-drop" (accuracy drop in points, labelled folders) or "cosine" (flat outputs). Older artifacts: "top1"/"top5".
+    criterion: str = "top1"
+    decisive: int = 0  # inputs whose reference top-1 beats its runner-up by >= decisive_margin (log-odds)
+    ties: int = 0
+    decisive_agreement: float = 1.0
+    tie_agreement: float = 1.0
+    decisive_margin: float = 0.0
+    available_inputs: int = 0  # images in the validation folder (images: how many the gate ran)
+    validation: str = ""  # the folder
+    spread: dict = field(default_factory=dict)  # inputs per sub-folder
+    distinct_classes: int = 0  # distinct top-1 classes of the reference over the inputs
+    labelled: bool = False
+    reference_top1_accuracy: float | None = None
+    candidate_top1_accuracy: float | None = None
+    reference_top5_accuracy: float | None = None
+    candidate_top5_accuracy: float | None = None
+    drop_points: float | None = None
+    classes: int = 0
     # The payload this gate measured (package.payload_digest): a gate record copied onto another
     # payload no longer matches, and the artifact is refused.
     payload_sha256: str = ""
+
+    def summary(self) -> str:
+        """One line: what the gate judged by and what it measured."""
+        used = f"{self.images} inputs" + (f" of {self.available_inputs}" if self.available_inputs > self.images else "")
+        if self.criterion == "top1-drop":
+            return (f"top-1 accuracy {self.reference_top1_accuracy:.1%} -> {self.candidate_top1_accuracy:.1%} "
+                    f"(drop {self.drop_points:.2f} points, limit {self.threshold:g}) on {used} in {self.classes} classes")
+        if self.criterion == "cosine":
+            return (f"mean cosine {self.mean_cosine:.6f} (need {self.threshold:g}), max|diff| {self.max_abs_diff:.3g} "
+                    f"on {used}; only {self.decisive} decisive")
+        if self.criterion != "decisive-top1":  # artifacts from before the margin-aware gate
+            return f"{self.criterion} agreement on {used} (need {self.threshold:.0%})"
+        return (f"top-1 agreement {self.decisive_agreement:.1%} on {self.decisive} decisive inputs (need "
+                f"{self.threshold:.0%}; {self.ties} near-ties apart, {self.tie_agreement:.0%} kept) of {used}; "
+                f"all inputs {self.top1_agreement:.1%}")
 
 
 @dataclass

@@ -47,9 +47,30 @@ def unsafe_config(config: Any) -> str | None:
     return None
 
 
+_COMPUTE_LAYERS = ("Convolution", "GroupConvolution", "FullyConnected", "MatMul", "Deconvolution")
+
+
+def compute_precisions(compiled: Any) -> dict[str, int]:
+    """How many compute layers of the compiled model run in each precision (from its runtime model)."""
+    counts: dict[str, int] = {}
+    try:
+        for op in compiled.get_runtime_model().get_ordered_ops():
+            info = op.get_rt_info()
+            if "layerType" in info and info["layerType"].astype(str) in _COMPUTE_LAYERS:
+                precision = info["runtimePrecision"].astype(str) if "runtimePrecision" in info else "?"
+                counts[precision] = counts.get(precision, 0) + 1
+    except Exception:  # devices without a runtime model (NPU) report nothing
+        return {}
+    return counts
+
+
 def _executed_precision(compiled: Any) -> str | None:
     """The precision the device really runs: a hint it cannot honour (bf16 without AVX-512 BF16/AMX,
-    f16 without AVX512-FP16) silently falls back to f32, and the accuracy gate must say so."""
+    f16 without AVX512-FP16) silently falls back to f32, and the accuracy gate must say so. A QDQ
+    model runs its quantized layers in int8 whatever the hint (f32 for the layers kept float)."""
+    counts = compute_precisions(compiled)
+    if counts and sum(n for p, n in counts.items() if p in ("i8", "u8")) * 2 >= sum(counts.values()):
+        return "int8"
     try:
         name = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
     except Exception:  # devices without the property (NPU) report nothing
@@ -81,7 +102,10 @@ class OpenVinoRunner:
 
     def runtime_info(self) -> dict[str, str]:
         """What the device really runs: a bf16 hint on a CPU without bf16 support runs f32."""
-        return {"inference_precision": self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()}
+        layers = compute_precisions(self.compiled)
+        return {"inference_precision": self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(),
+                "executed_precision": str(self.executed_precision),
+                "compute_layers": ", ".join(f"{n} {p}" for p, n in sorted(layers.items()))}
 
 
 class OpenVinoBackend(Backend):

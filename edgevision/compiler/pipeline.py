@@ -5,6 +5,7 @@ import datetime as _dt
 import logging
 import platform
 import tempfile
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -52,9 +53,11 @@ class CompileRequest:
     card_fields: dict[str, Any] = field(default_factory=dict)  # card fields given as flags (win over the card)
     model_output: str | int | None = None  # which output is the classifier's: name or index
     rewrites: tuple[str, ...] = ()  # graph rewrites (compiler/rewrite.py) applied before the backend
-    val_dir: Path | None = None
+    val_dir: Path | None = None  # None: the bundled validation set; class sub-folders make it labelled
     gate: bool = True
-    min_agreement: float | None = None
+    min_agreement: float | None = None  # margin-aware top-1 agreement (unlabelled folders)
+    max_drop: float | None = None  # top-1 accuracy drop in points (labelled folders)
+    gate_budget_s: float = 30.0  # the compiled model's share of the gate; a slow one runs an even subset
     accuracy_report: Path | None = None
     trust_remote_code: bool = False
     threads: int | None = None
@@ -112,15 +115,16 @@ def _model_card(spec: ModelSpec, request: CompileRequest, metadata: dict[str, st
     return card.merged(_request_card(request))
 
 
-def _reference(spec: ModelSpec, onnx_path: Path, output: str) -> tuple[str, gate.Predict]:
+def _reference(spec: ModelSpec, onnx_path: Path, output: str) -> tuple[str, gate.Predict, int | None]:
+    """The original model as a function, and the batch it takes (None: what the exported graph takes)."""
     if spec.module is not None:
         import torch
 
         def predict(x: np.ndarray) -> np.ndarray:
             with torch.no_grad():
                 return spec.module(torch.from_numpy(x)).numpy()
-        return "torch", predict
-    return "onnxruntime (source ONNX)", _onnxruntime_predict(onnx_path, output)
+        return "torch", predict, 16  # eager torch takes any batch, and batches are much faster
+    return "onnxruntime (source ONNX)", _onnxruntime_predict(onnx_path, output), None
 
 
 def _onnxruntime_predict(onnx_path: Path, output: str | None = None) -> gate.Predict:
@@ -160,8 +164,14 @@ def _toolchain(backend_name: str, backend_version: str | None) -> dict[str, str]
     return found
 
 
+AUTO = "auto"
+GATE_MIN_INPUTS = 64  # a slow candidate (untuned TVM) still runs at least this many validation inputs
+
+
 def _precision(target: Target, requested: str | None) -> str:
     precision = requested or target.default_precision
+    if precision == AUTO:
+        return AUTO
     if precision not in target.precisions:
         raise InputError(f"target {target.name} does not support precision {precision}",
                          f"choose one of {', '.join(target.precisions)}")
@@ -231,6 +241,14 @@ def compile_model(request: CompileRequest, progress: Progress | None = None) -> 
     missing = backend.compile_requirements(target)
     if missing:
         raise BackendUnavailable(f"cannot compile for {target.name} with {backend.name} here", "; ".join(missing))
+    if precision == AUTO:
+        can_run, why = backend.can_run(target)
+        if not can_run:
+            raise InputError(f"--precision auto times every precision on this host, and {target.name} cannot run "
+                             f"here ({why})", f"choose one of {', '.join(target.precisions)}")
+        if not request.gate:
+            raise InputError("--precision auto keeps the fastest precision that passes the gate",
+                             "drop --no-gate or choose a precision")
 
     step("loading model")
     spec = load_source(request.model, arch=request.arch, trust_remote_code=request.trust_remote_code)
@@ -274,67 +292,121 @@ def compile_model(request: CompileRequest, progress: Progress | None = None) -> 
         float_onnx = onnx_path
 
         step("reading validation images")
-        val_inputs = gate.validation_tensors(spec.preprocess, request.val_dir)
-        ref_name, ref_predict = _reference(spec, Path(spec.onnx_path) if spec.onnx_path else float_onnx, output)
-        ref_batch = len(val_inputs) if request.dynamic_batch else 1
-        reference = gate.run_batched(ref_predict, val_inputs, ref_batch)
+        valset = gate.load_validation(spec.preprocess, request.val_dir)
+        ref_name, ref_predict, ref_batch = _reference(spec, Path(spec.onnx_path) if spec.onnx_path else float_onnx,
+                                                      output)
+        batch = len(valset) if request.dynamic_batch else 1
+        try:
+            reference = gate.run_batched(ref_predict, valset.tensors, ref_batch or batch)
+        except Exception:  # a module written for batch 1 (a reshape with a fixed size): one input at a time
+            if not ref_batch:
+                raise
+            reference = gate.run_batched(ref_predict, valset.tensors, batch)
         _check_output(reference, output, where)
         labels = _labels(spec, card, reference.shape[1])
+        gate.match_labels(valset, labels)
 
         if rewrites:
             step(f"rewriting the graph ({', '.join(rewrites)})")
             onnx_path, _ = apply_rewrites(onnx_path, rewrites, work / "model.rewritten.onnx")
-        settings = CompileSettings(precision=precision, dynamic_batch=request.dynamic_batch,
-                                   threads=request.threads, input_name=io.input_name,
-                                   input_shape=spec.preprocess.tensor_shape("batch" if request.dynamic_batch else 1),
-                                   options=request.options, progress=step)
-        onnx_path, quantization = _apply_precision(onnx_path, spec, request, settings, work, step)
-
-        step(f"compiling for {target.name} with {backend.name} {backend.version() or ''}".rstrip())
-        payload_dir = work / "payload"
-        payload_dir.mkdir()
-        try:
-            with translated(backend.name, f"compile this model for {target.name}"):
-                payload = backend.compile(onnx_path, target, settings, payload_dir)
-        except BackendError as err:
-            raise _with_alternatives(err, float_onnx, rewrites, backend.name, request) from err.__cause__
-        if quantization:
-            payload["quantization"] = quantization
-        if rewrites:
-            payload["rewrites"] = list(rewrites)
-
-        manifest = Manifest(
-            model_name=spec.name, target=target, backend=backend.name,
-            backend_version=backend.version() or "not installed", precision=precision,
-            input=TensorSpec(io.input_name, settings.input_shape, spec.preprocess.input_dtype, spec.preprocess.layout),
-            output=TensorSpec(output, ("batch" if request.dynamic_batch else 1, len(labels)), "float32", "NC"),
-            preprocess=spec.preprocess, labels=labels, payload=payload,
-            toolchain=_toolchain(backend.name, backend.version()),
-            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            host={"machine": platform.machine(), "system": platform.system(), "node_cpu": platform.processor()},
-            source=spec.source, scores=scores)
-
-        if target.arch != platform.machine():
-            # A cross target carries the x86 reference logits of real photos, to verify it on the device.
-            from ..emulation.verify import probe_for_compile
-
-            manifest.payload.update(probe_for_compile(onnx_path, manifest, payload_dir))
+        ctx = _Context(request, target, backend, spec, onnx_path, float_onnx, rewrites, io, output, scores, valset,
+                       reference, ref_name, labels, batch, step)
         comparison = None
-        if request.gate:
-            step("checking accuracy against the original")
-            manifest.accuracy, comparison = _gate(backend, target, manifest, payload_dir, onnx_path, val_inputs,
-                                                  reference, ref_name, request, precision, labels, batch=ref_batch)
-            # Bind the record to what it measured: a payload swapped in later no longer matches it.
-            manifest.accuracy = replace(manifest.accuracy,
-                                        payload_sha256=payload_digest(hash_payload_dir(payload_dir)[0]))
-        _emulated_check(manifest, payload_dir, work / out_path.name, request, step)
+        if precision == AUTO:
+            built, comparison = _auto(ctx, work)
+        else:
+            built = _build(ctx, precision, work / precision)
+            if request.gate:
+                step("checking accuracy against the original")
+                built.manifest.accuracy, comparison = _gate(ctx, built)
+                _bind(built)
+        manifest = built.manifest
+        _emulated_check(manifest, built.payload_dir, work / out_path.name, request, step)
         step(f"writing {out_path}")
-        write_artifact(manifest, payload_dir, out_path, signer=request.signer)
+        write_artifact(manifest, built.payload_dir, out_path, signer=request.signer)
         if request.accuracy_report is not None and comparison is not None:
             # Only once the gate passed and the artifact exists: a failed gate writes nothing.
+            cmp, names = comparison
             with atomic_output(Path(request.accuracy_report)) as tmp:
-                gate.write_report(comparison, labels, tmp)
+                gate.write_report(cmp, labels, tmp, names)
     return CompileResult(path=out_path, manifest=manifest)
+
+
+@dataclass
+class _Context:
+    """What every precision's build shares: the source graph, the validation set and the original's outputs."""
+
+    request: CompileRequest
+    target: Target
+    backend: Any
+    spec: ModelSpec
+    onnx_path: Path  # the float graph the backend compiles (after rewrites)
+    float_onnx: Path  # before rewrites: what error messages offer rewrites for
+    rewrites: tuple[str, ...]
+    io: GraphIO
+    output: str
+    scores: str
+    valset: gate.ValidationSet
+    reference: np.ndarray
+    ref_name: str
+    labels: list[str]
+    batch: int
+    step: Progress
+
+
+@dataclass
+class _Built:
+    precision: str
+    payload_dir: Path
+    onnx_path: Path  # what the backend compiled (the QDQ model for int8)
+    manifest: Manifest
+
+
+def _bind(built: _Built) -> None:
+    """Bind the gate record to what it measured: a payload swapped in later no longer matches it."""
+    built.manifest.accuracy = replace(built.manifest.accuracy,
+                                      payload_sha256=payload_digest(hash_payload_dir(built.payload_dir)[0]))
+
+
+def _build(ctx: _Context, precision: str, work: Path) -> _Built:
+    request, target, backend, spec, step = ctx.request, ctx.target, ctx.backend, ctx.spec, ctx.step
+    work.mkdir(parents=True, exist_ok=True)
+    settings = CompileSettings(precision=precision, dynamic_batch=request.dynamic_batch,
+                               threads=request.threads, input_name=ctx.io.input_name,
+                               input_shape=spec.preprocess.tensor_shape("batch" if request.dynamic_batch else 1),
+                               options=request.options, progress=step)
+    onnx_path, quantization = _apply_precision(ctx.onnx_path, spec, request, settings, work, step)
+
+    step(f"compiling for {target.name} with {backend.name} {backend.version() or ''} ({precision})".rstrip())
+    payload_dir = work / "payload"
+    payload_dir.mkdir()
+    try:
+        with translated(backend.name, f"compile this model for {target.name}"):
+            payload = backend.compile(onnx_path, target, settings, payload_dir)
+    except BackendError as err:
+        raise _with_alternatives(err, ctx.float_onnx, ctx.rewrites, backend.name, request) from err.__cause__
+    if quantization:
+        payload["quantization"] = quantization
+    if ctx.rewrites:
+        payload["rewrites"] = list(ctx.rewrites)
+
+    manifest = Manifest(
+        model_name=spec.name, target=target, backend=backend.name,
+        backend_version=backend.version() or "not installed", precision=precision,
+        input=TensorSpec(ctx.io.input_name, settings.input_shape, spec.preprocess.input_dtype, spec.preprocess.layout),
+        output=TensorSpec(ctx.output, ("batch" if request.dynamic_batch else 1, len(ctx.labels)), "float32", "NC"),
+        preprocess=spec.preprocess, labels=ctx.labels, payload=payload,
+        toolchain=_toolchain(backend.name, backend.version()),
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        host={"machine": platform.machine(), "system": platform.system(), "node_cpu": platform.processor()},
+        source=spec.source, scores=ctx.scores)
+
+    if target.arch != platform.machine():
+        # A cross target carries the x86 reference logits of real photos, to verify it on the device.
+        from ..emulation.verify import probe_for_compile
+
+        manifest.payload.update(probe_for_compile(onnx_path, manifest, payload_dir))
+    return _Built(precision, payload_dir, onnx_path, manifest)
 
 
 def _emulated_check(manifest: Manifest, payload_dir: Path, candidate: Path, request: CompileRequest,
@@ -431,36 +503,119 @@ def _apply_precision(onnx_path: Path, spec: ModelSpec, request: CompileRequest, 
                                 backend=get_backend(get_target(request.target).backend))
 
 
-def _gate(backend: Any, target: Target, manifest: Manifest, payload_dir: Path, onnx_path: Path,
-          val_inputs: np.ndarray, reference: np.ndarray, ref_name: str, request: CompileRequest,
-          precision: str, labels: list[str], batch: int) -> tuple[AccuracyReport, gate.Comparison]:
-    threshold = request.min_agreement if request.min_agreement is not None else gate.DEFAULT_THRESHOLDS[precision]
+def _load_candidate(ctx: _Context, built: _Built) -> tuple[str, gate.Predict, str, Any]:
+    """How the gate runs the compiled model here: the payload itself, or else its exported ONNX."""
+    backend, target, precision = ctx.backend, ctx.target, built.precision
     can_run, why = backend.can_run(target)
     if can_run:
         with translated(backend.name, "load the compiled model"):
-            runner = backend.load(payload_dir, manifest, LoadOptions())
-        candidate_name, predict, note = f"{backend.name} {target.device} {precision}", runner.run, ""
+            runner = backend.load(built.payload_dir, built.manifest, LoadOptions())
+        name, note = f"{backend.name} {target.device} {precision}", ""
         executed = getattr(runner, "executed_precision", None)
-        if precision in ("fp16", "bf16") and executed not in (None, precision):
+        if executed is not None:
+            built.manifest.payload["executed_precision"] = executed
+        if executed not in (None, precision):
             # The gate reports what it measured: this host ran the fallback, not the requested precision.
-            candidate_name += f" (ran as {executed})"
+            name += f" (ran as {executed})"
             note = f"this host's {target.device} has no native {precision} and ran {executed}; verify on the device"
-    else:
-        # The payload cannot execute here; check what can be checked: the exported graph itself.
-        candidate_name = f"onnxruntime on the exported {'QDQ ' if precision == 'int8' else ''}ONNX"
-        predict = _onnxruntime_predict(onnx_path)
-        note = f"compiled payload not executed on this host ({why}); verify on the device"
-    with translated(backend.name if can_run else "onnxruntime", "run the compiled model"):
-        candidate = gate.run_batched(predict, val_inputs, batch)
-    cmp = gate.compare(reference, candidate)
-    report = gate.summarize(cmp, threshold, ref_name, candidate_name, note, gate.CRITERIA.get(precision, "top1"))
-    log.info("accuracy gate: top-1 %.1f%%, top-5 %.1f%%, max|diff| %.3g",
-             100 * report.top1_agreement, 100 * report.top5_agreement, report.max_abs_diff)
-    try:
-        gate.enforce(report)
-    except AccuracyGateFailed as err:
-        if precision != "int8":
-            raise
+        return name, runner.run, note, runner
+    # The payload cannot execute here; check what can be checked: the exported graph itself.
+    name = f"onnxruntime on the exported {'QDQ ' if precision == 'int8' else ''}ONNX"
+    note = f"compiled payload not executed on this host ({why}); verify on the device"
+    return name, _onnxruntime_predict(built.onnx_path), note, None
+
+
+def _gate(ctx: _Context, built: _Built, loaded: tuple[str, gate.Predict, str, Any] | None = None
+          ) -> tuple[AccuracyReport, tuple[gate.Comparison, list[str]]]:
+    request, precision, valset, batch = ctx.request, built.precision, ctx.valset, ctx.batch
+    candidate_name, predict, note, _ = loaded or _load_candidate(ctx, built)
+    with translated(ctx.backend.name, "run the compiled model"):
+        # Time the first inputs; a slow candidate (untuned TVM) runs an even subset within the budget.
+        first = min(len(valset), max(batch, 4))
+        started = time.perf_counter()
+        head = gate.run_batched(predict, valset.tensors[:first], batch)
+        per_input = (time.perf_counter() - started) / first
+        count = len(valset)
+        if per_input * len(valset) > request.gate_budget_s:
+            count = max(min(GATE_MIN_INPUTS, len(valset)), int(request.gate_budget_s / max(per_input, 1e-9)))
+        used = None if count >= len(valset) else gate._evenly(len(valset), count)
+        if used is None:
+            candidate = np.concatenate([head, gate.run_batched(predict, valset.tensors[first:], batch)])
+            reference = ctx.reference
+        else:
+            candidate = gate.run_batched(predict, valset.tensors[used], batch)
+            reference = ctx.reference[used]
+            note = "; ".join(x for x in (note, f"the compiled model takes {1000 * per_input:.0f} ms per input here: "
+                                         f"the gate ran {count} of the {len(valset)} validation inputs") if x)
+    cmp = gate.compare(reference, candidate, ctx.ref_name, candidate_name)
+    thresholds = gate.Thresholds(min_agreement=request.min_agreement, max_drop_points=request.max_drop)
+    report = gate.summarize(cmp, precision, ctx.ref_name, candidate_name, valset, thresholds, note, used)
+    log.info("accuracy gate: %s", gate.describe(report))
+    fix = None
+    if precision == "int8":
         from ..quantize import GATE_FIX
-        raise AccuracyGateFailed(err.problem, GATE_FIX) from None
-    return report, cmp
+        fix = GATE_FIX
+    gate.enforce(report, fix)
+    names = valset.names if used is None else [valset.names[i] for i in used]
+    return report, (cmp, names)
+
+
+def _time_interleaved(runners: dict[str, Any], sample: np.ndarray, rounds: int = 30, warmup: int = 5) -> dict[str, float]:
+    """Median latency of each runner, called in turn (order rotated each round) so load hits all alike."""
+    keys = list(runners)
+    for _ in range(warmup):
+        for key in keys:
+            runners[key].run(sample)
+    times: dict[str, list[float]] = {key: [] for key in keys}
+    for r in range(rounds):
+        for key in keys[r % len(keys):] + keys[:r % len(keys)]:
+            started = time.perf_counter()
+            runners[key].run(sample)
+            times[key].append(time.perf_counter() - started)
+    return {key: float(np.median(v)) for key, v in times.items()}
+
+
+def _auto(ctx: _Context, work: Path) -> tuple[_Built, tuple[gate.Comparison, list[str]]]:
+    """Compile every precision the target supports, gate each, time them side by side, keep the fastest that passes."""
+    rows: list[dict[str, Any]] = []
+    passing: dict[str, tuple[_Built, Any, Any]] = {}
+    for precision in ctx.target.precisions:
+        row: dict[str, Any] = {"precision": precision}
+        rows.append(row)
+        try:
+            built = _build(ctx, precision, work / precision)
+            ctx.step(f"checking {precision} against the original")
+            loaded = _load_candidate(ctx, built)
+            report, comparison = _gate(ctx, built, loaded=loaded)
+        except AccuracyGateFailed as err:
+            row.update(passed=False, why=err.problem)
+            continue
+        built.manifest.accuracy = report
+        row.update(passed=True, executed=built.manifest.payload.get("executed_precision", precision),
+                   criterion=report.criterion, agreement=round(report.decisive_agreement, 4),
+                   top1_all=round(report.top1_agreement, 4), cosine=round(report.mean_cosine, 5))
+        if report.criterion == "top1-drop":
+            row["drop_points"] = round(report.drop_points or 0.0, 3)
+        passing[precision] = (built, loaded[3], comparison)
+    if not passing:
+        raise AccuracyGateFailed("accuracy gate failed for every precision of " + ctx.target.name + ": " +
+                                 "; ".join(f"{r['precision']}: {r.get('why', '')}" for r in rows),
+                                 "check the model's export, or pass --no-gate with an explicit --precision")
+    ctx.step(f"timing {', '.join(passing)} side by side on this host")
+    sample = ctx.valset.tensors[:ctx.batch]
+    latency = _time_interleaved({p: runner for p, (_, runner, _) in passing.items()}, sample)
+    base = latency.get("fp32") or min(latency.values())
+    for row in rows:
+        if row["precision"] in latency:
+            row["latency_ms"] = round(1000 * latency[row["precision"]], 3)
+            row["ratio_to_fp32"] = round(latency[row["precision"]] / base, 3)
+    chosen = min(latency, key=latency.get)
+    for row in rows:
+        row["chosen"] = row["precision"] == chosen
+    built, _, comparison = passing[chosen]
+    built.manifest.payload["precision_auto"] = {
+        "chosen": chosen, "candidates": rows, "timing": "median of 30 interleaved rounds, batch "
+        f"{len(sample)}, on {platform.processor() or platform.machine()}",
+        "why": f"fastest of the precisions that passed the gate ({', '.join(passing)})"}
+    _bind(built)  # after precision_auto went into the payload record
+    return built, comparison

@@ -6,17 +6,20 @@ model, run by the target's backend, with the FP32 original.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ..errors import InputError
 from ..preprocess import PreprocessConfig
-from .qdq import QUANTIZERS, prepare, quantize_nncf, quantize_onnxruntime, sensitive_nodes
+from .qdq import QUANTIZERS, excluded_nodes, prepare, quantize_nncf, quantize_onnxruntime, sensitive_nodes
 from .reader import BUNDLED_DIR, CalibrationSpec, TensorReader, calibration_images, calibration_reader, check_source
 from .recipe import METHODS, QuantRecipe, load_recipe
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from ..backends.base import Backend
 
 __all__ = ["BUNDLED_DIR", "CalibrationSpec", "METHODS", "QUANTIZERS", "QuantRecipe", "QuantizeOptions",
@@ -43,7 +46,7 @@ def _as_int(key: str, value: Any) -> int:
 
 # The CompileRequest.options keys QuantizeOptions reads (compile refuses keys nobody reads).
 OPTION_KEYS = frozenset({"calib", "calib_size", "calib_every", "seed", "calib_method", "quantizer", "skip_sensitive",
-                         "exclude_nodes"})
+                         "exclude_nodes", "sensitivity", "sensitivity_budget_s"})
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,8 @@ class QuantizeOptions:
     quantizer: str = "onnxruntime"
     skip_sensitive: bool | None = None  # None: as the recipe says
     exclude_nodes: tuple[str, ...] = ()
+    sensitivity: bool | None = None  # None: as the recipe says
+    sensitivity_budget_s: float = 180.0  # scoring stops here; the layers scored so far are ranked
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> "QuantizeOptions":
@@ -74,7 +79,9 @@ class QuantizeOptions:
                    seed=_as_int("seed", options.get("seed", 0)), method=options.get("calib_method") or None,
                    quantizer=quantizer,
                    skip_sensitive=None if options.get("skip_sensitive") is None else _as_bool(options["skip_sensitive"]),
-                   exclude_nodes=tuple(excluded))
+                   exclude_nodes=tuple(excluded),
+                   sensitivity=None if options.get("sensitivity") is None else _as_bool(options["sensitivity"]),
+                   sensitivity_budget_s=float(options.get("sensitivity_budget_s", 180.0)))
 
     def recipe(self, backend: "Backend | None" = None) -> QuantRecipe:
         """The recipe to quantize with: the user's, else the backend's default; checked against what
@@ -89,8 +96,20 @@ class QuantizeOptions:
                              f"{recipe.activation_type}",
                              f"use --calib-method {backend.int8_recipe} (the {backend.name} default)")
         skip = recipe.skip_sensitive if self.skip_sensitive is None else self.skip_sensitive
-        return replace(recipe, skip_sensitive=skip,
+        sensitivity = recipe.sensitivity if self.sensitivity is None else self.sensitivity
+        return replace(recipe, skip_sensitive=skip, sensitivity=sensitivity,
                        exclude_nodes=tuple(dict.fromkeys(recipe.exclude_nodes + self.exclude_nodes)))
+
+
+def _float_outputs(float_onnx: Path, reader: TensorReader) -> "np.ndarray":
+    """The FP32 model's outputs on the calibration samples: what the sensitivity pass compares with."""
+    import numpy as np
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    session = ort.InferenceSession(str(float_onnx), options, providers=["CPUExecutionProvider"])
+    return np.concatenate([session.run(None, feed)[0] for feed in reader])
 
 
 def quantize_for_compile(float_onnx: Path, config: PreprocessConfig, input_name: str, options: Mapping[str, Any],
@@ -110,9 +129,27 @@ def quantize_for_compile(float_onnx: Path, config: PreprocessConfig, input_name:
     out_path = work / "model.int8.onnx"
     prepared = prepare(float_onnx, work / "model.prepared.onnx")
     quantize = quantize_nncf if opts.quantizer == "nncf" else quantize_onnxruntime
+    started = time.monotonic()
     quantize(prepared, out_path, reader, recipe)
-    info = {"format": "QDQ ONNX", "quantizer": opts.quantizer, "recipe": recipe.to_dict(),
-            "calibration": {"source": str(source), "samples": len(reader), "seed": opts.seed,
-                            "size": opts.calib_size, "every": opts.calib_every}}
+    info: dict[str, Any] = {"format": "QDQ ONNX", "quantizer": opts.quantizer, "recipe": recipe.to_dict(),
+                            "calibration": {"source": str(source), "samples": len(reader), "seed": opts.seed,
+                                            "size": opts.calib_size, "every": opts.calib_every},
+                            "seconds": {"quantize": round(time.monotonic() - started, 1)}}
+    float_layers = [{"layer": n, "why": "first convolution / classifier (skip_sensitive)"}
+                    for n in excluded_nodes(prepared, recipe) if n not in recipe.exclude_nodes]
+    float_layers += [{"layer": n, "why": "named in exclude_nodes"} for n in recipe.exclude_nodes]
+    if recipe.sensitivity:
+        from .sensitivity import restore_sensitive
+
+        restored = work / "model.int8.sensitive.onnx"
+        result = restore_sensitive(out_path, prepared, reader.tensors, input_name, _float_outputs(prepared, reader),
+                                   restored, max_float=recipe.max_float_layers, min_gain=recipe.sensitivity_min_gain,
+                                   budget_s=opts.sensitivity_budget_s,
+                                   already_float=[f["layer"] for f in float_layers], step=step)
+        out_path = restored
+        float_layers += result.restored
+        info["sensitivity"] = result.to_dict()
+        info["seconds"]["sensitivity"] = round(result.seconds, 1)
+    info["float_layers"] = float_layers
     log.info("quantized with %s: %s", opts.quantizer, info)
     return out_path, info

@@ -59,7 +59,8 @@ def quantize_onnxruntime(float_onnx: Path, out_path: Path, reader: TensorReader,
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
     activation = QuantType.QInt8 if recipe.activation_type == "int8" else QuantType.QUInt8
-    extra = {"ActivationSymmetric": recipe.symmetric_activations, "WeightSymmetric": True}
+    extra = {"ActivationSymmetric": recipe.symmetric_activations, "WeightSymmetric": True,
+             "CalibMovingAverage": recipe.moving_average}
     if recipe.method == "percentile":
         extra["CalibPercentile"] = recipe.percentile
     reader.rewind()

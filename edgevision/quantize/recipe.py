@@ -29,6 +29,13 @@ class QuantRecipe:
     activation_type: str = "uint8"
     skip_sensitive: bool = True  # keep the first conv and the classifier in float (measured: docs/int8.md)
     exclude_nodes: tuple[str, ...] = ()
+    # Average each calibration batch's min/max instead of taking the extremes (ORT CalibMovingAverage).
+    moving_average: bool = False
+    # Sensitivity pass (quantize/sensitivity.py): return to float the layers whose INT8 error costs the
+    # most, each at least ``sensitivity_min_gain`` of the all-INT8 KL on calibration, at most ``max_float_layers``.
+    sensitivity: bool = False
+    max_float_layers: int = 4
+    sensitivity_min_gain: float = 0.05
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:

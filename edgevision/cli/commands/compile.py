@@ -44,7 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="TorchScript/.pt2/state_dict/.onnx file or module:factory (default: EfficientNet-Lite0)")
     p.add_argument("-t", "--target", default="onnxruntime-cpu", help="target name (see `edgevision targets`) or .toml")
     p.add_argument("-o", "--output", type=Path, help="artifact path (default: MODEL.TARGET.evpkg)")
-    p.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"], help="default: the target's")
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8", "auto"],
+                   help="default: the target's; auto: compile every precision the target supports, gate and "
+                        "time each here, keep the fastest that passes")
     p.add_argument("--arch", help="module:factory building the architecture for a state_dict MODEL")
     p.add_argument("--dynamic-batch", action="store_true", help="export with a dynamic batch dimension")
     p.add_argument("--input-size", type=parse_size, help="network input HxW, e.g. 224 or 240x320")
@@ -69,8 +71,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="what the model outputs (default: probabilities when it ends in Softmax/Sigmoid)")
     card.add_argument("--rewrite", action="append", default=[], metavar="NAME",
                       help="exact graph rewrite before the backend (global-pool), repeatable")
-    p.add_argument("--val", type=Path, help="folder of validation images for the accuracy gate")
-    p.add_argument("--min-agreement", type=fraction, help="top-1 agreement the gate requires (0-1)")
+    p.add_argument("--val", type=Path,
+                   help="validation images for the accuracy gate (default: the 293 bundled ones); class "
+                        "sub-folders named by label or class index make the gate measure real accuracy")
+    p.add_argument("--min-agreement", type=fraction,
+                   help="top-1 agreement (0-1) the gate requires where the original is decisive "
+                        "(default fp32 0.99, fp16/bf16 0.97, int8 0.95)")
+    p.add_argument("--max-drop", type=float, metavar="POINTS",
+                   help="labelled --val: largest top-1 accuracy drop in points (default fp32 0.1, "
+                        "fp16/bf16 0.3, int8 1.0)")
     p.add_argument("--no-gate", action="store_true", help="skip the accuracy gate (not recommended)")
     p.add_argument("--accuracy-report", type=Path, help="write a per-image CSV of the gate's comparison")
     p.add_argument("--threads", type=positive_int, help="threads recorded for the device runtime")
@@ -131,7 +140,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
                              labels=list(labels) if labels else None, labels_file=labels_file, card=args.card, card_fields=card_fields,
                              model_output=args.model_output, rewrites=tuple(args.rewrite),
                              val_dir=args.val, gate=not args.no_gate,
-                             min_agreement=args.min_agreement, accuracy_report=args.accuracy_report,
+                             min_agreement=args.min_agreement, max_drop=args.max_drop, accuracy_report=args.accuracy_report,
                              trust_remote_code=args.trust_remote_code, threads=args.threads, options=options,
                              signer=signer)
     with console.status("compiling") as step:

@@ -20,10 +20,12 @@ def summary_rows(path: Path, manifest, integrity: str | None = None, signature: 
             ("labels", f"{len(m.labels)} ({', '.join(m.labels[:3])}, ...)")]
     if m.accuracy:
         a = m.accuracy
-        rows.append(("accuracy gate", f"{'PASS' if a.passed else 'FAIL'}: {a.candidate} vs {a.reference} on "
-                     f"{a.images} images: top-1 {a.top1_agreement:.1%}, top-5 {a.top5_agreement:.1%}, "
-                     f"max|diff| {a.max_abs_diff:.3g}, cosine {a.mean_cosine:.6f}, KL {a.mean_kl:.3g} "
-                     f"(need {a.criterion} {a.threshold:.0%}); measured on payload {a.payload_sha256[:12]}"))
+        rows.append(("accuracy gate", f"{'PASS' if a.passed else 'FAIL'}: {a.candidate} vs {a.reference}: "
+                     f"{a.summary()}; top-5 {a.top5_agreement:.1%}, max|diff| {a.max_abs_diff:.3g}, "
+                     f"cosine {a.mean_cosine:.6f}, KL {a.mean_kl:.3g}; measured on payload {a.payload_sha256[:12]}"))
+        if a.spread:
+            rows.append(("validation", f"{a.validation or '?'}: " + ", ".join(f"{k} {v}" for k, v in a.spread.items())
+                         + f"; {a.distinct_classes} distinct top-1 classes"))
     else:
         rows.append(("accuracy gate", "not run"))
     quant = m.payload.get("quantization")
@@ -32,6 +34,14 @@ def summary_rows(path: Path, manifest, integrity: str | None = None, signature: 
         rows.append(("quantization", f"{quant.get('format')} by {quant.get('quantizer')}, {recipe.get('method')} "
                      f"{recipe.get('activation_type')} activations, {calib.get('samples')} samples "
                      f"from {calib.get('source')}"))
+        if quant.get("float_layers"):
+            rows.append(("float layers", "; ".join(f"{f['layer']} ({f['why']})" for f in quant["float_layers"])))
+    auto = m.payload.get("precision_auto")
+    if auto:
+        rows.append(("precision auto", f"chose {auto['chosen']}: " + "; ".join(
+            f"{c['precision']} " + (f"{c.get('ratio_to_fp32', '?')}x fp32, agreement {c.get('agreement', 0):.1%}"
+                                    + (f" (ran as {c['executed']})" if c.get("executed") not in (None, c["precision"])
+                                       else "") if c.get("passed") else "FAIL") for c in auto["candidates"])))
     if m.payload.get("note"):  # a backend's word on what happens on the device, e.g. engine built at first load
         rows.append(("device note", str(m.payload["note"])))
     rows += [("toolchain", ", ".join(f"{k} {v}" for k, v in sorted(m.toolchain.items()))),
