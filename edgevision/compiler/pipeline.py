@@ -190,7 +190,7 @@ def _check_options(options: dict[str, Any], target: Target, backend: Any, precis
         return
     from ..quantize import OPTION_KEYS as QUANTIZE_KEYS
 
-    if precision == "int8":
+    if precision == "int8" or (precision == AUTO and "int8" in target.precisions):  # auto builds int8 too
         unknown = [key for key in unknown if key not in QUANTIZE_KEYS]
     for key in unknown:
         if key in QUANTIZE_KEYS:
