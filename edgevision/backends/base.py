@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
 
 # Payload keys the core writes whatever the backend: the INT8 recipe, a recorded device check, a note.
-COMMON_PAYLOAD_KEYS = frozenset({"quantization", "device_check", "probe", "note"})
+COMMON_PAYLOAD_KEYS = frozenset({"quantization", "device_check", "probe", "note",
+                                 "executed_precision", "precision_auto"})  # the gate and --precision auto record these
 
 
 class CalibrationDataReader(Protocol):
