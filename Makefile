@@ -14,7 +14,7 @@ demo: setup
 	$(VENV)/bin/edgevision demo
 
 test: setup
-	$(VENV)/bin/python -m pytest --cov=edgevision --cov-report=term:skip-covered $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest --cov=edgevision --cov-report=term:skip-covered --durations=30 $(PYTEST_ARGS)
 	@# A partial run (PYTEST_ARGS) cannot cover the core: only the full suite is held to the bar.
 	@if [ -z "$(PYTEST_ARGS)" ]; then echo "core coverage:"; \
 	  $(VENV)/bin/coverage report --include='$(CORE)' --skip-covered --fail-under=90; fi

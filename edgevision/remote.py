@@ -133,10 +133,15 @@ def bench_remote(artifact: Path, device: RemoteDevice, number: int = 10, repeat:
                              "compile it for a TVM target (e.g. --target rpi4), or bench it on the device")
         payload = Path(tmp) / "payload"
         library = payload / manifest.payload["library"]
-        probe_file = manifest.payload.get("probe", {}).get("file")
-        if probe_file:
-            with np.load(payload / probe_file) as probe:
-                batch, expected = probe["inputs"][:1], probe["outputs"][:1]
+        probe = manifest.payload.get("probe", {})
+        if probe.get("file"):
+            # The probe holds the x86 logits of bundled photos; the input is rebuilt from the first photo.
+            from .preprocess import preprocess
+            from .samples import sample_image
+
+            batch = preprocess(sample_image(probe["images"][0]), manifest.preprocess)[None]
+            with np.load(payload / probe["file"]) as data:
+                expected = data["outputs"][:1]
         else:
             batch, expected = np.zeros([int(d) for d in manifest.input.shape], np.float32), None
 
