@@ -11,8 +11,10 @@ Two ways to present a case to a backend:
   Compilers such as TVM need them constant to plan memory and shapes.
 * ``inputs``: every input is fed at run time, exactly as the ONNX test defines it.
 
-TVM is called directly (``tvm.relax.frontend.onnx.from_onnx`` + ``tvm.compile`` for ``llvm``):
-the conformance run checks the compiler, not edgevision's TVM backend plugin.
+Each backend brings its runner (``Backend.conformance_runner``: a runtime called directly on the
+case's graph, so the run checks the runtime or compiler, not edgevision's plugin around it) and the
+cases it is known to fail (``Backend.conformance_known_failures``, measured with onnxruntime 1.31.1,
+openvino 2026.4.1 and apache-tvm 0.27.0 against onnx 1.23 cases).
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from .backends import Backend, backend_names, get_backend
 from .diagnostics import summarize
 from .errors import BackendUnavailable, EdgevisionError
 
@@ -44,67 +47,11 @@ OPERATORS: dict[str, str] = {
 FEED_MODES = ("constants", "inputs")
 _NODE_PACKAGE = "onnx.backend.test.case.node"
 
-_ALIGN_CORNERS_SCALES = ("ONNX's reference puts the unrounded output length (4 x 0.6 = 2.4) into the "
-                         "align_corners formula; the runtime uses the rounded size 2. Only non-integer "
-                         "downscales are affected")
-# (backend, reason, cases) of the default feed mode ("constants"), measured with onnxruntime 1.31.1,
-# openvino 2026.4.1 and apache-tvm 0.27.0 against onnx 1.23 cases. Reasons are what the case exercises.
-KNOWN_FAILURES: list[tuple[str, str, tuple[str, ...]]] = [
-    ("onnxruntime", _ALIGN_CORNERS_SCALES, ("test_resize_downsample_scales_linear_align_corners",
-                                            "test_resize_downsample_scales_cubic_align_corners")),
-    ("openvino", _ALIGN_CORNERS_SCALES, ("test_resize_downsample_scales_linear_align_corners",
-                                         "test_resize_downsample_scales_cubic_align_corners")),
-    ("openvino", "ceil_mode keeps a last window that starts outside the input (ONNX and PyTorch drop it): "
-                 "output 2x2 instead of 1x1", ("test_maxpool_2d_ceil_output_size_reduce_by_one",)),
-    ("openvino", "Pad mode 'wrap' (opset 19) is not supported by the ONNX importer", ("test_wrap_pad",)),
-    ("openvino", "Resize coordinate modes tf_crop_and_resize and half_pixel_symmetric are not supported",
-     ("test_resize_tf_crop_and_resize", "test_resize_tf_crop_and_resize_axes_2_3",
-      "test_resize_tf_crop_and_resize_axes_3_2", "test_resize_tf_crop_and_resize_extrapolation_value",
-      "test_resize_downsample_scales_linear_half_pixel_symmetric",
-      "test_resize_upsample_scales_linear_half_pixel_symmetric")),
-    ("openvino", "Resize antialias=1 (opset 18) is ignored: plain interpolation instead of a low-pass",
-     ("test_resize_downsample_scales_linear_antialias", "test_resize_downsample_sizes_linear_antialias",
-      "test_resize_downsample_scales_cubic_antialias", "test_resize_downsample_sizes_cubic_antialias")),
-    ("openvino", "Resize cubic exclude_outside=1 is ignored (weights outside the input are not dropped)",
-     ("test_resize_downsample_scales_cubic_A_n0p5_exclude_outside",
-      "test_resize_upsample_scales_cubic_A_n0p5_exclude_outside")),
-    ("openvino", "Resize keep_aspect_ratio_policy (opset 18) is ignored: wrong output shape",
-     ("test_resize_downsample_sizes_nearest_not_larger", "test_resize_downsample_sizes_nearest_not_smaller",
-      "test_resize_upsample_sizes_nearest_not_larger", "test_resize_upsample_sizes_nearest_not_smaller")),
-    ("tvm", "ConvTranspose output_shape attribute is ignored: wrong output shape", ("test_convtranspose_output_shape",)),
-    ("tvm", "the ONNX importer reads only Constant's 'value', not 'value_float' used by HardSigmoid's "
-            "function body (the HardSigmoid op itself passes)",
-     ("test_hardsigmoid_expanded_ver18", "test_hardsigmoid_default_expanded_ver18",
-      "test_hardsigmoid_example_expanded_ver18")),
-    ("tvm", "MaxPool's second output (argmax Indices) is not produced",
-     ("test_maxpool_with_argmax_2d_precomputed_pads", "test_maxpool_with_argmax_2d_precomputed_strides")),
-    ("tvm", "BatchNormalization training_mode=1: running mean/var outputs are not updated (inference is "
-            "unaffected)", ("test_batchnorm_epsilon_training_mode", "test_batchnorm_example_training_mode")),
-    ("tvm", "Resize with a non-integer scale derives coordinates from the rounded output size, not from "
-            "the given scale", ("test_resize_downsample_scales_linear", "test_resize_downsample_scales_cubic",
-                               "test_resize_downsample_scales_cubic_A_n0p5_exclude_outside")),
-    ("tvm", "align_corners with a non-integer downscale: divides by zero at compile time",
-     ("test_resize_downsample_scales_linear_align_corners",)),
-    ("tvm", _ALIGN_CORNERS_SCALES, ("test_resize_downsample_scales_cubic_align_corners",)),
-    ("tvm", "Resize antialias=1 (opset 18) is ignored",
-     ("test_resize_downsample_scales_linear_antialias", "test_resize_downsample_sizes_linear_antialias",
-      "test_resize_downsample_scales_cubic_antialias", "test_resize_downsample_sizes_cubic_antialias")),
-    ("tvm", "Resize coordinate mode half_pixel_symmetric is not supported",
-     ("test_resize_downsample_scales_linear_half_pixel_symmetric",
-      "test_resize_upsample_scales_linear_half_pixel_symmetric")),
-    ("tvm", "Resize 'axes' attribute (opset 18) is not supported",
-     ("test_resize_upsample_scales_nearest_axes_2_3", "test_resize_upsample_scales_nearest_axes_3_2",
-      "test_resize_upsample_sizes_nearest_axes_2_3", "test_resize_upsample_sizes_nearest_axes_3_2",
-      "test_resize_tf_crop_and_resize_axes_2_3", "test_resize_tf_crop_and_resize_axes_3_2")),
-    ("tvm", "Resize keep_aspect_ratio_policy (opset 18) is not supported",
-     ("test_resize_downsample_sizes_nearest_not_larger", "test_resize_downsample_sizes_nearest_not_smaller",
-      "test_resize_upsample_sizes_nearest_not_larger", "test_resize_upsample_sizes_nearest_not_smaller")),
-]
 
 
 def known_failure(backend: str, case: str) -> str | None:
     """Why ``backend`` is known to fail ``case`` (default feed mode), or None when it should pass."""
-    for name, reason, cases in KNOWN_FAILURES:
+    for name, reason, cases in known_failures():
         if name == backend and case in cases:
             return reason
     return None
@@ -195,63 +142,28 @@ def with_constant_params(model: Any, inputs: list[np.ndarray]) -> tuple[Any, lis
     return frozen, inputs[:1]
 
 
-# A runner takes (onnx.ModelProto, list of input arrays) and returns the list of output arrays.
-RunCase = Callable[[Any, list[np.ndarray]], list[np.ndarray]]
+def _backends() -> list[Backend]:
+    """Every registered backend that has a conformance runner (a broken plugin is left out)."""
+    found = []
+    for name in backend_names():
+        try:
+            backend = get_backend(name)
+        except Exception as err:  # noqa: BLE001 - a plugin that fails to import cannot be tested here
+            log.warning("backend %s left out of conformance: %s", name, err)
+            continue
+        if backend.has_conformance_runner:
+            found.append(backend)
+    return found
 
 
-def _onnxruntime_runner() -> RunCase:
-    import onnxruntime as ort
-
-    def run(model: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        feed = {i.name: x for i, x in zip(session.get_inputs(), inputs)}
-        return [np.asarray(y) for y in session.run(None, feed)]
-    return run
-
-
-def _openvino_runner() -> RunCase:
-    import openvino as ov
-
-    core = ov.Core()
-
-    def run(model: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        compiled = core.compile_model(core.read_model(model.SerializeToString(), b""), "CPU",
-                                      {"INFERENCE_PRECISION_HINT": "f32"})  # fp32, as edgevision's fp32 artifacts
-        results = compiled(list(inputs))
-        return [np.asarray(results[out]) for out in compiled.outputs]
-    return run
-
-
-def _tvm_runner() -> RunCase:
-    import tvm
-    from tvm import relax
-    from tvm.relax.frontend.onnx import from_onnx
-
-    target = tvm.target.Target({"kind": "llvm"})
-
-    def run(model: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        names = [i.name for i in model.graph.input]
-        module = from_onnx(model, shape_dict={n: list(x.shape) for n, x in zip(names, inputs)},
-                           keep_params_in_input=False)
-        vm = relax.VirtualMachine(tvm.compile(module, target=target), tvm.cpu())
-        out = vm["main"](*[tvm.runtime.tensor(np.asarray(x, order="C")) for x in inputs])  # keeps 0-d inputs 0-d
-        outs = out if isinstance(out, (list, tuple)) or not hasattr(out, "numpy") else [out]
-        return [np.asarray(o.numpy()) for o in outs]
-    return run
-
-
-BACKENDS: dict[str, tuple[str, Callable[[], RunCase]]] = {
-    # name -> (module that must import, runner factory)
-    "onnxruntime": ("onnxruntime", _onnxruntime_runner),
-    "openvino": ("openvino", _openvino_runner),
-    "tvm": ("tvm", _tvm_runner),
-}
+def known_failures() -> list[tuple[str, str, tuple[str, ...]]]:
+    """(backend, reason, cases) of the default feed mode ("constants"), as each backend declares them
+    (``Backend.conformance_known_failures``). Reasons are what the case exercises."""
+    return [(b.name, reason, cases) for b in _backends() for reason, cases in b.conformance_known_failures]
 
 
 def available_backends() -> list[str]:
-    return [name for name, (module, _) in BACKENDS.items() if importlib.util.find_spec(module) is not None]
+    return [b.name for b in _backends() if b.is_available()]
 
 
 def _reason(err: BaseException) -> str:
@@ -293,12 +205,12 @@ def run_conformance(cases: Sequence[NodeCase], backends: Sequence[str] | None = 
         raise EdgevisionError(f"unknown feed mode {feed!r}", f"use one of {', '.join(FEED_MODES)}")
     names = list(backends) if backends else available_backends()
     results: list[CaseResult] = []
+    runners = {b.name: b for b in _backends()}
     for name in names:
-        if name not in BACKENDS:
-            raise EdgevisionError(f"no conformance runner for backend {name!r}", f"use one of {', '.join(BACKENDS)}")
-        _, factory = BACKENDS[name]
+        if name not in runners:
+            raise EdgevisionError(f"no conformance runner for backend {name!r}", f"use one of {', '.join(runners)}")
         try:
-            run = factory()
+            run = runners[name].conformance_runner()
         except ImportError as err:
             raise BackendUnavailable(f"{name} is not installed here ({err})",
                                      f"pip install 'edgevision[{name}]' or leave it out") from err

@@ -194,7 +194,7 @@ def test_verify_runs_the_artifact_through_the_runtime_under_qemu(rpi4_small: Pat
 
 def test_rpc_timing_on_loopback_against_a_qemu_rpc_server(rpi4_small: Path, sysroot, tmp_path: Path) -> None:
     from edgevision.emulation.qemu import Emulator
-    from edgevision.emulation.rpc_board import emulated_board
+    from edgevision.backends.tvm.emulated_board import emulated_board
     from edgevision.remote import RemoteDevice, bench_remote
 
     with emulated_board(key="rpi4", emulator=Emulator(sysroot)) as board:
@@ -225,7 +225,7 @@ def test_tuning_measures_candidates_on_the_rpc_board(sysroot, tmp_path: Path) ->
     and the log they leave is what the final aarch64 library is built from."""
     from edgevision.artifact import read_manifest
     from edgevision.emulation.qemu import Emulator
-    from edgevision.emulation.rpc_board import emulated_board
+    from edgevision.backends.tvm.emulated_board import emulated_board
 
     model, log_dir, out = _tiny_onnx(tmp_path / "tiny.onnx"), tmp_path / "tuning", tmp_path / "tuned.evpkg"
     with emulated_board(key="rpi4", emulator=Emulator(sysroot)) as board:
@@ -254,7 +254,7 @@ def test_bench_remote_refuses_non_tvm_artifacts(ort_artifact: Path) -> None:
 
 
 def test_a_board_that_never_comes_free_is_an_error_not_a_hang(rpi4_small: Path) -> None:
-    from edgevision.emulation.rpc_board import _tracker_up, free_port
+    from edgevision.backends.tvm.emulated_board import _tracker_up, free_port
     from edgevision.errors import EdgevisionError
     from edgevision.remote import RemoteDevice, bench_remote
 
@@ -277,7 +277,7 @@ def test_a_board_that_never_comes_free_is_an_error_not_a_hang(rpi4_small: Path) 
 
 def test_tuning_flags_map_to_options_and_bad_values_are_one_line_errors() -> None:
     from edgevision.cli import build_parser
-    from edgevision.compiler.tvm_build import AUTO_TRIALS, TuningOptions
+    from edgevision.backends.tvm.tuning import AUTO_TRIALS, TuningOptions
     from edgevision.errors import InputError
 
     args = build_parser().parse_args(["compile", "m.onnx", "--tune", "64", "--tuning-log", "logs"])
@@ -339,7 +339,7 @@ def test_a_library_built_for_a_newer_cpu_is_refused_before_it_can_fault(mnv2_tvm
     import platform
 
     from edgevision.artifact import read_manifest
-    from edgevision.backends import tvm as tvm_backend
+    from edgevision.backends.tvm import cpu as tvm_backend
     from edgevision.errors import BackendUnavailable
     from edgevision.runtime import load
 
@@ -361,7 +361,7 @@ def test_a_library_built_for_a_newer_cpu_is_refused_before_it_can_fault(mnv2_tvm
 
 
 def test_cpu_feature_check_reads_the_cpuinfo_of_the_machine_it_runs_on(monkeypatch) -> None:
-    from edgevision.backends import tvm as tvm_backend
+    from edgevision.backends.tvm import cpu as tvm_backend
 
     x86 = "processor\t: 0\nflags\t\t: fpu sse4_1 sse4_2 avx fma avx2 bmi1\n"
     pi4 = "processor\t: 0\nFeatures\t: fp asimd evtstrm crc32 cpuid\nCPU part\t: 0xd08\n"

@@ -5,7 +5,9 @@ ONNX model into payload files, load those files into a runner. The core never na
 """
 from __future__ import annotations
 
+import argparse
 import importlib
+import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +18,17 @@ import numpy as np
 
 if TYPE_CHECKING:
     from ..artifact.manifest import Manifest
+    from ..remote import RemoteDevice, RemoteTiming
     from ..targets import Target
+
+log = logging.getLogger(__name__)
+
+# A conformance runner takes (onnx.ModelProto, list of input arrays) and returns the list of output arrays.
+RunCase = Callable[[Any, list[np.ndarray]], list[np.ndarray]]
+# A known conformance failure several runtimes share (edgevision.conformance, Backend.conformance_known_failures).
+ALIGN_CORNERS_SCALES = ("ONNX's reference puts the unrounded output length (4 x 0.6 = 2.4) into the "
+                        "align_corners formula; the runtime uses the rounded size 2. Only non-integer "
+                        "downscales are affected")
 
 
 # Payload keys the core writes whatever the backend: the INT8 recipe, a recorded device check, a note.
@@ -86,6 +98,16 @@ class Backend(ABC):
     # any other is refused (None: not declared, e.g. by an older plugin: any key). check_payload vets values.
     payload_files: ClassVar[tuple[str, ...]] = ()
     payload_keys: ClassVar[frozenset[str] | None] = None
+    # Remote timing on a board (``edgevision bench --rpc``, :func:`edgevision.remote.bench_remote`): what
+    # measures there, in words (e.g. "TVM time_evaluator on the board"); None: this backend cannot.
+    remote_timing: ClassVar[str | None] = None
+    # What a device process must never hold for this backend (the emulated device check proves that a
+    # device runs the runtime only): compile-side Python modules, and shared libraries by file name.
+    compiler_modules: ClassVar[tuple[str, ...]] = ()
+    compiler_libraries: ClassVar[tuple[str, ...]] = ()
+    # ONNX node cases (edgevision.conformance, default feed mode) this runtime is known to fail: (reason, cases).
+    conformance_known_failures: ClassVar[tuple[tuple[str, tuple[str, ...]], ...]] = ()
+    has_conformance_runner: ClassVar[bool] = False  # True: conformance_runner() gives one (when installed)
 
     def runtime(self) -> ModuleType | None:
         """The runtime library, imported; None when it is not installed here."""
@@ -140,6 +162,38 @@ class Backend(ABC):
 
     def check_payload(self, payload: dict[str, Any]) -> str | None:
         """Why ``load`` must not apply this manifest payload (runs before anything is extracted); None if fine."""
+        return None
+
+    # --- hooks the core calls; the defaults say "this backend adds nothing" -------------------------
+
+    def add_cli_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Add this backend's own flags to ``edgevision compile`` (and ``bench``, which compiles)."""
+
+    def options_from_cli(self, args: argparse.Namespace) -> dict[str, Any]:
+        """The ``--option`` keys this backend's flags (``add_cli_arguments``) stand for; {} when none were given."""
+        return {}
+
+    def time_remote(self, artifact: Path, device: "RemoteDevice", number: int = 10, repeat: int = 5,
+                    min_repeat_ms: int = 0) -> "RemoteTiming":
+        """Time ``artifact`` on the board at ``device``; only backends with ``remote_timing`` can
+        (:func:`edgevision.remote.bench_remote` says which do before it calls this)."""
+        from ..errors import InputError
+
+        raise InputError(f"{Path(artifact).name} is a {self.name} artifact, which cannot be timed on a remote board",
+                         "bench it on the device")
+
+    def conformance_runner(self) -> RunCase | None:
+        """A runner for ONNX's node cases (``edgevision conformance``), None when this backend has none.
+        Raises ImportError when its runtime is not installed."""
+        return None
+
+    def runtime_info(self, runner: Runner) -> dict[str, Any]:
+        """What the loaded runtime really runs (e.g. OpenVINO's ``inference_precision``); {} when unknown."""
+        return {}
+
+    def executed_precision(self, runner: Runner) -> str | None:
+        """The precision ``runner`` actually executes when it differs from the compiled one (e.g. a GPU
+        that falls back to fp32); None when it runs what was compiled."""
         return None
 
     def describe(self) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import BackendUnavailable
-from .base import Backend, CompileSettings, LoadOptions
+from .base import ALIGN_CORNERS_SCALES, Backend, CompileSettings, LoadOptions, RunCase
 
 if TYPE_CHECKING:
     from ..artifact.manifest import Manifest
@@ -30,6 +30,18 @@ class OnnxRuntimeRunner:
         return self.session.run(None, {self.input_name: batch})[0]
 
 
+def conformance_runner() -> RunCase:
+    import onnxruntime as ort
+
+    def run(model: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        feed = {i.name: x for i, x in zip(session.get_inputs(), inputs)}
+        return [np.asarray(y) for y in session.run(None, feed)]
+    return run
+
+
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     extra = "onnxruntime"
@@ -38,6 +50,15 @@ class OnnxRuntimeBackend(Backend):
     portable_payload = True  # the payload is the ONNX graph itself
     payload_files = ("model", "probe.file")
     payload_keys = frozenset({"model", "providers"})
+    has_conformance_runner = True
+    conformance_known_failures = (
+        (ALIGN_CORNERS_SCALES,
+         ('test_resize_downsample_scales_linear_align_corners',
+          'test_resize_downsample_scales_cubic_align_corners')),
+    )
+
+    def conformance_runner(self) -> RunCase:
+        return conformance_runner()
 
     def check_payload(self, payload: dict[str, Any]) -> str | None:
         providers = payload.get("providers", [])

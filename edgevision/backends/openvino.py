@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from ..errors import ArtifactError, BackendUnavailable, EdgevisionError
-from .base import Backend, CompileSettings, LoadOptions
+from .base import ALIGN_CORNERS_SCALES, Backend, CompileSettings, LoadOptions, Runner, RunCase
 
 if TYPE_CHECKING:
     from ..artifact.manifest import Manifest
@@ -108,6 +108,19 @@ class OpenVinoRunner:
                 "compute_layers": ", ".join(f"{n} {p}" for p, n in sorted(layers.items()))}
 
 
+def conformance_runner() -> RunCase:
+    import openvino as ov
+
+    core = ov.Core()
+
+    def run(model: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        compiled = core.compile_model(core.read_model(model.SerializeToString(), b""), "CPU",
+                                      {"INFERENCE_PRECISION_HINT": "f32"})  # fp32, as edgevision's fp32 artifacts
+        results = compiled(list(inputs))
+        return [np.asarray(results[out]) for out in compiled.outputs]
+    return run
+
+
 class OpenVinoBackend(Backend):
     name = "openvino"
     extra = "openvino"
@@ -116,6 +129,45 @@ class OpenVinoBackend(Backend):
     portable_payload = True  # OpenVINO IR: the CPU plugin of x86 and ARM both read it
     payload_files = ("model", "probe.file")
     payload_keys = frozenset({"model", "device", "config"})
+    has_conformance_runner = True
+    conformance_known_failures = (
+        (ALIGN_CORNERS_SCALES,
+         ('test_resize_downsample_scales_linear_align_corners',
+          'test_resize_downsample_scales_cubic_align_corners')),
+        ('ceil_mode keeps a last window that starts outside the input (ONNX and PyTorch drop it): output 2x2 '
+         'instead of 1x1',
+         ('test_maxpool_2d_ceil_output_size_reduce_by_one',)),
+        ("Pad mode 'wrap' (opset 19) is not supported by the ONNX importer", ('test_wrap_pad',)),
+        ('Resize coordinate modes tf_crop_and_resize and half_pixel_symmetric are not supported',
+         ('test_resize_tf_crop_and_resize',
+          'test_resize_tf_crop_and_resize_axes_2_3',
+          'test_resize_tf_crop_and_resize_axes_3_2',
+          'test_resize_tf_crop_and_resize_extrapolation_value',
+          'test_resize_downsample_scales_linear_half_pixel_symmetric',
+          'test_resize_upsample_scales_linear_half_pixel_symmetric')),
+        ('Resize antialias=1 (opset 18) is ignored: plain interpolation instead of a low-pass',
+         ('test_resize_downsample_scales_linear_antialias',
+          'test_resize_downsample_sizes_linear_antialias',
+          'test_resize_downsample_scales_cubic_antialias',
+          'test_resize_downsample_sizes_cubic_antialias')),
+        ('Resize cubic exclude_outside=1 is ignored (weights outside the input are not dropped)',
+         ('test_resize_downsample_scales_cubic_A_n0p5_exclude_outside',
+          'test_resize_upsample_scales_cubic_A_n0p5_exclude_outside')),
+        ('Resize keep_aspect_ratio_policy (opset 18) is ignored: wrong output shape',
+         ('test_resize_downsample_sizes_nearest_not_larger',
+          'test_resize_downsample_sizes_nearest_not_smaller',
+          'test_resize_upsample_sizes_nearest_not_larger',
+          'test_resize_upsample_sizes_nearest_not_smaller')),
+    )
+
+    def conformance_runner(self) -> RunCase:
+        return conformance_runner()
+
+    def runtime_info(self, runner: Runner) -> dict[str, Any]:
+        return runner.runtime_info() if isinstance(runner, OpenVinoRunner) else {}
+
+    def executed_precision(self, runner: Runner) -> str | None:
+        return runner.executed_precision if isinstance(runner, OpenVinoRunner) else None
 
     def check_payload(self, payload: dict[str, Any]) -> str | None:
         if not isinstance(payload.get("device"), str) or not DEVICE_NAME.match(payload["device"]):

@@ -1,6 +1,6 @@
-"""Model-only timing on a remote board through TVM RPC (``edgevision.remote``), as a worker subject.
+"""Model-only timing on a remote board (``edgevision.remote``: the backend's ``time_remote``), as a worker subject.
 
-The board times itself with ``time_evaluator``: the network round trip is not in the figures, and
+The board times itself (TVM: ``time_evaluator``): the network round trip is not in the figures, and
 there is no end-to-end stream (the frames would come from this host, not the board's camera).
 """
 from __future__ import annotations
@@ -8,12 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .worker import Subject
+from .subject import Subject
 
 
 class RpcSubject(Subject):
     def __init__(self, artifact: str, rpc: dict[str, Any], batch: int) -> None:
         from ..artifact import read_manifest
+        from ..backends import get_backend
         from ..remote import RemoteDevice
 
         self.artifact = Path(artifact)
@@ -24,7 +25,7 @@ class RpcSubject(Subject):
         if isinstance(fixed, int) and fixed != batch:
             raise ValueError(f"the remote board runs this artifact's fixed batch of {fixed}, not {batch}")
         self.batch = batch
-        self.calls, self.call_name = [], "TVM time_evaluator on the board (number=1)"
+        self.calls, self.call_name = [], f"{get_backend(m.backend).remote_timing} (number=1)"
         self.info = {"model": m.model_name, "target": m.target.name, "backend": m.backend,
                      "backend_version": m.backend_version, "precision": m.precision,
                      "effective_precision": None, "device": str(self.device)}

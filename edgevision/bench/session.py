@@ -165,8 +165,12 @@ def _prepare(candidate: Candidate) -> RowResult:
                         "max_abs_diff": a.max_abs_diff, "images": a.images, "reference": a.reference,
                         "candidate": a.candidate, "note": a.note}
     if candidate.kind == "rpc":
-        if m.backend != "tvm":
-            row.status, row.reason = "skipped", f"--rpc runs TVM artifacts only; this one is {m.backend}"
+        try:
+            remote_ok = get_backend(m.backend).remote_timing is not None
+        except EdgevisionError:
+            remote_ok = False
+        if not remote_ok:
+            row.status, row.reason = "skipped", f"--rpc times only backends with remote timing; this one is {m.backend}"
         return row
     host = platform.machine()
     try:

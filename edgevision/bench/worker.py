@@ -14,14 +14,16 @@ import os
 import platform
 import resource
 import sys
-import threading
 import time
 import traceback
 from typing import Any, Callable
 
 import numpy as np
 
-HEAVY_RUNTIMES = ("torch", "onnxruntime", "openvino", "tvm", "tensorrt")
+from .subject import Subject, tiled, time_calls
+
+__all__ = ["Subject", "tiled", "time_calls", "serve", "main"]
+
 SAMPLE_IMAGE = "chelsea"
 
 
@@ -49,30 +51,21 @@ def current_rss_mb() -> float:
         return peak_rss_mb()
 
 
+def heavy_runtimes() -> list[str]:
+    """torch and every registered backend's runtime library: what a row's process should not carry beside its own."""
+    from ..backends import backend_names, get_backend
+
+    names = ["torch"]
+    for name in backend_names():
+        try:
+            names.append(get_backend(name).runtime_module)
+        except Exception:  # noqa: BLE001 - a broken plugin has no runtime to report
+            continue
+    return list(dict.fromkeys(names))
+
+
 def runtimes_imported() -> list[str]:
-    return [name for name in HEAVY_RUNTIMES if name in sys.modules]
-
-
-def tiled(sample: np.ndarray, batch: int) -> np.ndarray:
-    return np.ascontiguousarray(np.repeat(sample[None], batch, axis=0), dtype=np.float32)
-
-
-class Subject:
-    """Something to time: ``calls`` holds one callable per parallel request, each with its own state."""
-
-    calls: list[Callable[[np.ndarray], Any]]
-    batch_input: np.ndarray
-    call_name: str
-    info: dict[str, Any]
-
-    def time(self, iterations: int, prime: int) -> dict[str, Any]:
-        return time_calls(self, iterations, prime)
-
-    def stream(self, source: str | None, frames: int) -> dict[str, Any]:
-        raise NotImplementedError(f"end-to-end streaming is not measured for {self.call_name}")
-
-    def close(self) -> None:
-        pass
+    return [name for name in heavy_runtimes() if name in sys.modules]
 
 
 class ArtifactSubject(Subject):
@@ -93,7 +86,7 @@ class ArtifactSubject(Subject):
         m = first.manifest
         self.info = {"model": m.model_name, "target": m.target.name, "backend": m.backend,
                      "backend_version": m.backend_version, "precision": m.precision,
-                     "effective_precision": _effective_precision(first.runner)}
+                     "effective_precision": _effective_precision(m.backend, first.runner)}
 
     def stream(self, source: str | None, frames: int) -> dict[str, Any]:
         from ..samples import sample_clip
@@ -146,52 +139,14 @@ class TorchSubject(Subject):
                      "threads_effective": torch.get_num_threads()}
 
 
-def _effective_precision(runner: Any) -> str | None:
+def _effective_precision(backend_name: str, runner: Any) -> str | None:
     """Ask the runtime what it really runs (OpenVINO ignores a bf16 hint on CPUs without bf16)."""
-    describe = getattr(runner, "runtime_info", None)
-    if callable(describe):
-        try:
-            return describe().get("inference_precision")
-        except Exception:  # noqa: BLE001 - introspection must never fail a benchmark
-            return None
-    return None
+    from ..backends import get_backend
 
-
-def time_calls(subject: Subject, iterations: int, prime: int = 0) -> dict[str, Any]:
-    """Run ``iterations`` timed calls spread over the parallel requests; per-call latencies and wall time."""
-    x = subject.batch_input
-    for call in subject.calls:
-        for _ in range(prime):
-            call(x)
-    parallel = len(subject.calls)
-    shares = [iterations // parallel + (1 if i < iterations % parallel else 0) for i in range(parallel)]
-    latencies: list[list[float]] = [[] for _ in range(parallel)]
-    errors: list[BaseException] = []
-
-    def loop(i: int) -> None:
-        call, out, clock = subject.calls[i], latencies[i], time.perf_counter
-        try:
-            for _ in range(shares[i]):
-                t0 = clock()
-                call(x)
-                out.append((clock() - t0) * 1e3)
-        except BaseException as err:  # noqa: BLE001 - re-raised in the main thread
-            errors.append(err)
-
-    start = time.perf_counter()
-    if parallel == 1:
-        loop(0)
-    else:
-        threads = [threading.Thread(target=loop, args=(i,)) for i in range(parallel)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    wall = time.perf_counter() - start
-    if errors:
-        raise errors[0]
-    samples = [v for part in latencies for v in part]
-    return {"latencies_ms": samples, "wall_s": wall, "images": len(samples) * len(x)}
+    try:
+        return get_backend(backend_name).runtime_info(runner).get("inference_precision")
+    except Exception:  # noqa: BLE001 - introspection must never fail a benchmark
+        return None
 
 
 def _load(request: dict[str, Any]) -> Subject:

@@ -38,10 +38,14 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 
 
+# The target a compile uses unless told otherwise: portable, and the fallback offered when a backend refuses a graph.
+DEFAULT_TARGET = "onnxruntime-cpu"
+
+
 @dataclass
 class CompileRequest:
     model: str | None = None  # None: the bundled default model
-    target: str = "onnxruntime-cpu"
+    target: str = DEFAULT_TARGET
     output: Path | None = None
     precision: str | None = None  # None: the target's default
     arch: str | None = None
@@ -486,8 +490,9 @@ def _with_alternatives(err: BackendError, onnx_path: Path, applied: tuple[str, .
         offered = []
     if offered:
         choices.append(f"retry with --rewrite {offered[0]} (an exact graph rewrite edgevision offers)")
-    if backend != "onnxruntime":
-        choices.append("compile for onnxruntime-cpu, which runs this graph")
+    fallback = get_target(DEFAULT_TARGET)  # the portable target, suggested when it is not the one that refused
+    if backend != fallback.backend:
+        choices.append(f"compile for {fallback.name}, which runs this graph")
     choices.append("or pass backend options with --option KEY=VALUE")
     return BackendError(err.problem, "; ".join(choices))
 
@@ -511,7 +516,7 @@ def _load_candidate(ctx: _Context, built: _Built) -> tuple[str, gate.Predict, st
         with translated(backend.name, "load the compiled model"):
             runner = backend.load(built.payload_dir, built.manifest, LoadOptions())
         name, note = f"{backend.name} {target.device} {precision}", ""
-        executed = getattr(runner, "executed_precision", None)
+        executed = backend.executed_precision(runner)
         if executed is not None:
             built.manifest.payload["executed_precision"] = executed
         if executed not in (None, precision):

@@ -20,21 +20,37 @@ import time
 from pathlib import Path
 from typing import Any
 
-# Imported by the runtime path on no host; the check fails when any of them is in sys.modules.
-FORBIDDEN_MODULES = ("torch", "onnx", "tvm.relax.frontend", "tvm.s_tir.meta_schedule")
-COMPILER_LIBRARIES = ("libtvm_compiler",)
+# Imported by the runtime path on no host; the check fails when any of them is in sys.modules. Each
+# backend adds its own compile-side modules and libraries (Backend.compiler_modules, compiler_libraries).
+FORBIDDEN_MODULES = ("torch", "onnx")
 
 
-def process_report() -> dict[str, Any]:
+def _compile_side(backend: str | None) -> tuple[list[str], list[str]]:
+    """The modules and libraries a device must not hold: the core's, plus ``backend``'s (None: every backend's)."""
+    from ..backends import backend_names, get_backend
+
+    modules, libraries = list(FORBIDDEN_MODULES), []
+    for name in [backend] if backend else backend_names():
+        try:
+            found = get_backend(name)
+        except Exception:  # noqa: BLE001 - a plugin that does not import here holds nothing here
+            continue
+        modules += found.compiler_modules
+        libraries += found.compiler_libraries
+    return modules, libraries
+
+
+def process_report(backend: str | None = None) -> dict[str, Any]:
     """What this process imported and mapped: the proof that a device runs the runtime only."""
     try:
         with open("/proc/self/maps") as fh:
             mapped = sorted({line.split()[-1] for line in fh if "/" in line})
     except OSError:
         mapped = []
+    modules, libraries = _compile_side(backend)
     return {"modules": len(sys.modules),
-            "forbidden_modules": [m for m in FORBIDDEN_MODULES if m in sys.modules],
-            "compiler_libraries": [p for p in mapped if any(lib in Path(p).name for lib in COMPILER_LIBRARIES)],
+            "forbidden_modules": [m for m in modules if m in sys.modules],
+            "compiler_libraries": [p for p in mapped if any(lib in Path(p).name for lib in libraries)],
             "shared_libraries": [p for p in mapped if ".so" in Path(p).name],
             "edgevision": str(Path(__import__("edgevision").__file__).resolve().parent)}
 
@@ -72,7 +88,7 @@ def main(argv: list[str]) -> int:
                       "load_s": round(loaded - started, 3),
                       "run_s_per_input": round((ran - loaded) / max(1, len(files)), 3),
                       "first_prediction_unix": first_prediction, "top1": top1,
-                      "images": {path.stem: _sha256(path) for path in files}, "process": process_report()}))
+                      "images": {path.stem: _sha256(path) for path in files}, "process": process_report(backend)}))
     return 0
 
 

@@ -118,10 +118,10 @@ def compile_candidates(args: argparse.Namespace, console: Console) -> tuple[list
         done.add((target.name, precision))
         label = f"{target.name} {precision}"
         backend = get_backend(target.backend)
-        remote = endpoint is not None and target.backend == "tvm"
+        remote = endpoint is not None and backend.remote_timing is not None
         ok, why = (True, "") if remote else backend.can_run(target)
         if not ok:
-            if target.backend == "tvm":
+            if backend.remote_timing is not None:
                 why += "; time it on the board with --rpc HOST:PORT --key KEY"
             unrunnable.append(RowResult(label=label, kind="artifact", device="this host", status="skipped",
                                         reason=f"not runnable here: {why}", target=target.name,
@@ -145,6 +145,7 @@ def artifact_candidates(args: argparse.Namespace) -> list["Candidate"]:
     import platform
 
     from ...artifact import read_manifest
+    from ...backends import get_backend
     from ...bench import Candidate
     from ...remote import RemoteDevice
     from ...errors import EdgevisionError
@@ -156,7 +157,7 @@ def artifact_candidates(args: argparse.Namespace) -> list["Candidate"]:
         if endpoint is not None:
             try:
                 m = read_manifest(path)
-                remote = m.backend == "tvm" and m.target.arch != platform.machine()
+                remote = get_backend(m.backend).remote_timing is not None and m.target.arch != platform.machine()
             except EdgevisionError:
                 pass  # the row reports the broken artifact
         found.append(Candidate.remote(path, endpoint) if remote else Candidate.for_artifact(path))

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any, Callable
 
 from ..console import Console
-from ..validate import fraction, non_negative_int, positive_int
+from ..validate import fraction, positive_int
 from ...quantize.cli import add_arguments as add_int8_arguments
 from ...quantize.cli import options_from_args as int8_options
 from .info import summary_rows
@@ -87,24 +88,29 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="allow unpickling full Python objects from MODEL (runs code from the file)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="backend-specific option, repeatable")
-    p.add_argument("--tune", type=non_negative_int, nargs="?", const=-1, metavar="TRIALS",
-                   help="TVM targets: tune with MetaSchedule for TRIALS measurements in total "
-                        "(without a number: 32 per task, ~12 min for MobileNetV2 on 2 cores)")
-    p.add_argument("--tuning-log", type=Path, metavar="DIR",
-                   help="TVM targets: tuning database folder, reused when it exists and extended by --tune")
     p.add_argument("--sign", metavar="KEY", help="sign the artifact as it is written: NAME from "
                    "`edgevision keys new`, or a .key file")
     add_int8_arguments(p)
-    p.set_defaults(handler=run, option_parsers=[_tuning_options, int8_options])
+    p.set_defaults(handler=run, option_parsers=[*add_backend_arguments(p), int8_options])
 
 
-def _tuning_options(args: argparse.Namespace) -> dict[str, object]:
-    options: dict[str, object] = {}
-    if args.tune is not None:
-        options["tune_trials"] = "auto" if args.tune < 0 else args.tune
-    if args.tuning_log is not None:
-        options["tuning_log"] = str(args.tuning_log)
-    return options
+def add_backend_arguments(parser: argparse.ArgumentParser) -> list[Callable[[argparse.Namespace], dict[str, Any]]]:
+    """Each registered backend's own flags (``Backend.add_cli_arguments``); returns the hooks that map
+    them to ``--option`` keys (``Backend.options_from_cli``)."""
+    import logging
+
+    from ...backends import backend_names, get_backend
+
+    hooks = []
+    for name in backend_names():
+        try:
+            backend = get_backend(name)
+        except Exception as err:  # noqa: BLE001 - a broken plugin must not take the CLI down
+            logging.getLogger(__name__).warning("backend %s adds no flags: %s", name, err)
+            continue
+        backend.add_cli_arguments(parser)
+        hooks.append(backend.options_from_cli)
+    return hooks
 
 
 def parse_options(pairs: list[str]) -> dict[str, str]:

@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("conformance", help="run ONNX's node tests for classifier operators through each backend",
                        description="Run onnx.backend.test node cases (Conv, Relu, Resize, ...) through every "
                                    "backend installed here and report pass/fail per backend and operator.")
-    p.add_argument("--backend", action="append", help="onnxruntime, openvino or tvm (repeatable; default: all here)")
+    p.add_argument("--backend", action="append", help="a backend with a conformance runner (repeatable; default: every one installed here)")
     p.add_argument("--op", action="append", help="operator, e.g. Conv (repeatable; default: all 22)")
     p.add_argument("--feed", choices=["constants", "inputs"], default="constants",
                    help="constants: inputs after the first are initializers, as in exported models (default); "

@@ -11,16 +11,24 @@ from .predict import classify_files
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="compile the default model for this host, classify the bundled images and clip")
-    p.add_argument("--target", help="default: intel-cpu when OpenVINO is installed, else onnxruntime-cpu")
+    p.add_argument("--target", help="default: intel-cpu when its backend is installed, else onnxruntime-cpu")
     p.add_argument("--out", type=Path, default=Path("out"), help="folder for the artifact (default: ./out)")
     p.add_argument("--frames", type=non_negative_int, default=0, help="stop the clip after this many frames (0: all)")
     p.set_defaults(handler=run)
 
 
+# The demo's targets for this host, best first: the first whose backend is installed here is used.
+HOST_TARGETS = ("intel-cpu", "onnxruntime-cpu")
+
+
 def host_target() -> str:
     from ...backends import get_backend
+    from ...targets import get_target
 
-    return "intel-cpu" if get_backend("openvino").is_available() else "onnxruntime-cpu"
+    for name in HOST_TARGETS[:-1]:
+        if get_backend(get_target(name).backend).is_available():
+            return name
+    return HOST_TARGETS[-1]
 
 
 def classify_clip(model, clip: Path, max_frames: int, console: Console) -> None:

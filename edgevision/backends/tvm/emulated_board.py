@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import EdgevisionError
-from .qemu import Emulator, emulator_for
+from ...emulation.qemu import Emulator, emulator_for
+from ...errors import EdgevisionError
 
 log = logging.getLogger(__name__)
 

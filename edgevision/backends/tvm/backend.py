@@ -2,15 +2,16 @@
 
 The payload is a single ``model.so`` built for the target's CPU (``llvm`` with the host's mcpu,
 or cross-compiled for aarch64 with the GNU toolchain). Loading it needs the TVM runtime only:
-no compiler, no PyTorch. Compile-time work (import, tuning, codegen) lives in ``compiler.tvm_build``.
+no compiler, no PyTorch. Compile-time work (import, tuning, codegen) lives in ``.build``,
+``.tuning`` and ``.schedule`` of this package.
 """
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import logging
 import os
 import platform
-import re
 import shutil
 import sys
 from types import ModuleType
@@ -19,14 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import BackendUnavailable, InputError
-
-CPU_FEATURE = re.compile(r"^[a-z0-9][a-z0-9_.+-]{0,31}$")  # e.g. avx512bw, sse4.2, neon, fp-armv8
-from .base import Backend, CompileSettings, LoadOptions
+from ...errors import BackendUnavailable, InputError
+from ..base import Backend, CompileSettings, LoadOptions, RunCase
+from .conformance import KNOWN_FAILURES, conformance_runner
+from .cpu import CPU_FEATURE, elf_machine, missing_cpu_features
 
 if TYPE_CHECKING:
-    from ..artifact.manifest import Manifest
-    from ..targets import Target
+    from ...artifact.manifest import Manifest
+    from ...remote import RemoteDevice, RemoteTiming
+    from ...targets import Target
 
 log = logging.getLogger(__name__)
 
@@ -34,49 +36,6 @@ LIBRARY_FILE = "model.so"
 ENTRY = "main"
 # Debian's cross toolchains; aarch64 on a workstation comes from g++-aarch64-linux-gnu.
 CROSS_PACKAGES = {"aarch64-linux-gnu-g++": "g++-aarch64-linux-gnu"}
-# ELF e_machine values, to say what a library was built for without loading it.
-ELF_MACHINES = {0x3E: "x86_64", 0xB7: "aarch64", 0x28: "arm"}
-
-
-# LLVM's name for an instruction-set extension -> the flag /proc/cpuinfo shows when a CPU has it.
-# Only extensions generated code may execute; LLVM's tuning features (fast-*, slow-*) cannot fault.
-CPUINFO_FLAGS = {
-    "ssse3": "ssse3", "sse4.1": "sse4_1", "sse4.2": "sse4_2", "avx": "avx", "avx2": "avx2", "fma": "fma",
-    "f16c": "f16c", "bmi": "bmi1", "bmi2": "bmi2", "avx512f": "avx512f", "avx512bw": "avx512bw",
-    "avx512dq": "avx512dq", "avx512vl": "avx512vl", "avx512cd": "avx512cd", "avx512vnni": "avx512_vnni",
-    "avx512bf16": "avx512_bf16", "avx512fp16": "avx512_fp16", "avxvnni": "avx_vnni",
-    "amx-tile": "amx_tile", "amx-int8": "amx_int8", "amx-bf16": "amx_bf16",
-    "neon": "asimd", "dotprod": "asimddp", "fullfp16": "asimdhp", "i8mm": "i8mm", "sve": "sve",
-}
-CPUINFO = Path("/proc/cpuinfo")
-
-
-def missing_cpu_features(required: list[str], cpuinfo: str | None = None) -> list[str]:
-    """The extensions a library was compiled to use that this CPU lacks; [] when the CPU cannot be
-    asked (no /proc/cpuinfo, or one that describes another architecture, as under qemu-user)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = CPUINFO.read_text()
-        except OSError:
-            return []
-    key = "Features" if platform.machine() in ("aarch64", "arm64") else "flags"
-    for line in cpuinfo.splitlines():
-        name, _, value = line.partition(":")
-        if name.strip() == key:
-            have = set(value.split())
-            return [feature for feature in required if CPUINFO_FLAGS.get(feature, feature) not in have]
-    return []
-
-
-def elf_machine(path: Path) -> str | None:
-    """The architecture an ELF shared library was built for; None when it is not ELF."""
-    with open(path, "rb") as fh:
-        header = fh.read(20)
-    if len(header) < 20 or header[:4] != b"\x7fELF":
-        return None
-    order = "little" if header[5] == 1 else "big"
-    code = int.from_bytes(header[18:20], order)
-    return ELF_MACHINES.get(code, f"e_machine {code:#x}")
 
 
 # What the user exported before edgevision was imported; the loader itself sets the variable later.
@@ -148,6 +107,40 @@ class TvmBackend(Backend):
     payload_files = ("library", "probe.file")
     payload_keys = frozenset({"library", "entry", "tvm_target", "cpu_features", "cross_compiler", "tuning", "probe",
                               "schedule", "kernels"})
+    remote_timing = "TVM time_evaluator on the board"
+    # A device loads the library with the runtime only: TVM's ONNX importer, MetaSchedule and the
+    # compiler library (LLVM) must never be in a device process (the emulated device check asserts it).
+    compiler_modules = ("tvm.relax.frontend", "tvm.s_tir.meta_schedule")
+    compiler_libraries = ("libtvm_compiler",)
+    has_conformance_runner = True
+
+    conformance_known_failures = KNOWN_FAILURES
+
+    def conformance_runner(self) -> RunCase:
+        return conformance_runner()
+
+    def add_cli_arguments(self, parser: argparse.ArgumentParser) -> None:
+        from ...cli.validate import non_negative_int
+
+        parser.add_argument("--tune", type=non_negative_int, nargs="?", const=-1, metavar="TRIALS",
+                            help="TVM targets: tune with MetaSchedule for TRIALS measurements in total "
+                                 "(without a number: 32 per task, ~12 min for MobileNetV2 on 2 cores)")
+        parser.add_argument("--tuning-log", type=Path, metavar="DIR",
+                            help="TVM targets: tuning database folder, reused when it exists and extended by --tune")
+
+    def options_from_cli(self, args: argparse.Namespace) -> dict[str, Any]:
+        options: dict[str, Any] = {}
+        if getattr(args, "tune", None) is not None:  # a parser without these flags (e.g. bench) has no attribute
+            options["tune_trials"] = "auto" if args.tune < 0 else args.tune
+        if getattr(args, "tuning_log", None) is not None:
+            options["tuning_log"] = str(args.tuning_log)
+        return options
+
+    def time_remote(self, artifact: Path, device: "RemoteDevice", number: int = 10, repeat: int = 5,
+                    min_repeat_ms: int = 0) -> "RemoteTiming":
+        from .remote import bench_remote
+
+        return bench_remote(artifact, device, number=number, repeat=repeat, min_repeat_ms=min_repeat_ms)
 
     def check_payload(self, payload: dict[str, Any]) -> str | None:
         features = payload.get("cpu_features", [])
@@ -188,7 +181,8 @@ class TvmBackend(Backend):
         if settings.dynamic_batch:
             raise InputError(f"target {target.name} ({self.name}) compiles static shapes only",
                              "compile without --dynamic-batch")
-        from ..compiler.tvm_build import TuningOptions, compile_onnx
+        from .build import compile_onnx
+        from .tuning import TuningOptions
 
         tuning = TuningOptions.from_options(settings.options)
         # Cross builds are checked on the emulated device by the compile pipeline (emulation.verify).

@@ -1,0 +1,139 @@
+"""The default schedule of a TVM build: MetaSchedule's CPU design space sampled per kernel, each
+candidate built and timed in this process, the fastest one that is parallel and vectorized kept."""
+from __future__ import annotations
+
+import tempfile
+import time
+from typing import Any, Callable
+
+from .kernels import primfunc_macs
+from .tuning import Progress, progress_reporter, quiet_metaschedule
+
+# Cross targets cannot be timed here: candidates are timed on this host compiled for 128-bit vectors
+# (SSE4.2, as NEON's width) and the chosen schedules, which are keyed by workload, not by target,
+# are applied to the real target.
+HOST_PROXY_MCPU = "x86-64-v2"
+
+
+MIN_VECTOR_LANES = 4  # a 128-bit register of float32: narrower vector loops leave NEON half empty
+
+
+def _in_process_builder(on_build: Callable[[int], None]) -> tuple[Any, dict[str, Any]]:
+    """Builds candidates in this process (a TIR kernel builds in well under a second; starting
+    builder workers costs ~25 s each) and refuses any whose multiply-accumulates do not all sit in
+    loops that are parallel and vectorized: a schedule that is fast on this host only because
+    LLVM vectorized it by itself may not be on another target."""
+    from tvm.driver import build as tvm_build
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+
+    built: dict[str, Any] = {}
+
+    @derived_object
+    class InProcessBuilder(PyBuilder):
+        def build(self, build_inputs: list) -> list:
+            results = []
+            for item in build_inputs:
+                func = item.mod["main"]
+                macs = primfunc_macs("main", func)
+                if macs.macs_per_call and (macs.both_macs < macs.macs_per_call
+                                           or macs.min_vector_lanes < MIN_VECTOR_LANES):
+                    results.append(BuilderResult(None, "not parallel and vectorized 4 wide"))
+                    continue
+                try:
+                    module = tvm_build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(item.mod),
+                                       target=item.target)
+                except Exception as err:  # a candidate that fails to build is a failed trial, not an error
+                    results.append(BuilderResult(None, f"build failed: {str(err)[:300]}"))
+                    continue
+                key = f"candidate-{len(built)}-{id(module)}"
+                built[key] = module
+                results.append(BuilderResult(key, None))
+            on_build(len(build_inputs))
+            return results
+
+    return InProcessBuilder(), built
+
+
+def _in_process_runner(built: dict[str, Any]) -> Any:
+    """Times candidates in this process with TVM's time_evaluator (a few ms each)."""
+    import tvm
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.runner import PyRunner, RunnerFuture, RunnerResult
+    from tvm.s_tir.meta_schedule.runner.config import EvaluatorConfig
+    from tvm.s_tir.meta_schedule.runner.local_runner import default_alloc_argument
+    from tvm.s_tir.meta_schedule.runner.utils import run_evaluator_common
+
+    config = EvaluatorConfig(number=3, repeat=1, min_repeat_ms=20, enable_cpu_cache_flush=False)
+    device = tvm.cpu()
+
+    def finished(result: Any) -> Any:
+        return RunnerFuture(lambda: True, lambda: result)
+
+    @derived_object
+    class InProcessRunner(PyRunner):
+        def run(self, runner_inputs: list) -> list:
+            futures = []
+            for item in runner_inputs:
+                module = built.pop(item.artifact_path, None)
+                try:
+                    args = default_alloc_argument(device, [a.as_json() for a in item.args_info], 1)
+                    futures.append(finished(RunnerResult(run_evaluator_common(module, device, config, args), None)))
+                except Exception as err:  # noqa: BLE001 - reported as a failed trial
+                    futures.append(finished(RunnerResult(None, f"run failed: {str(err)[:300]}")))
+            return futures
+
+    return InProcessRunner()
+
+
+def default_search(mod: Any, real_target: Any, target_spec: dict[str, Any], trials_per_task: int,
+                    known: Any, progress: Progress, seed: int | None) -> tuple[Any, dict[str, Any]]:
+    """Schedule every task ``known`` (a database, or None) has no record for: sample MetaSchedule's
+    CPU design space (multi-level tiling, parallelize/vectorize/unroll, inlining) ``trials_per_task``
+    times, time each candidate here and keep the fastest that is parallel and vectorized."""
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    cross = "mtriple" in target_spec
+    if cross:  # time on this host at NEON's vector width; parallel extents follow the device's cores
+        proxy = {"kind": "llvm", "mcpu": HOST_PROXY_MCPU, "num-cores": int(target_spec.get("num-cores", 4))}
+        search_target = tvm.target.Target(proxy)
+    else:
+        search_target = real_target
+    tasks = ms.relax_integration.extract_tasks(mod, search_target)
+    todo = [t for t in tasks if known is None or not known.has_workload(t.dispatched[0])]
+    record: dict[str, Any] = {"strategy": "default", "trials_per_task": trials_per_task, "tasks": len(tasks),
+                              "tasks_searched": len(todo), "search_target": str(search_target.attrs.get("mcpu", "")),
+                              "measured_on": "this host" + (f" as {HOST_PROXY_MCPU} (128-bit vectors)" if cross else "")}
+    database = ms.database.MemoryDatabase()
+    if not todo:
+        record["minutes"] = 0.0
+        return database, record
+    started = time.monotonic()
+    total = trials_per_task * len(todo)
+    progress(f"scheduling {len(todo)} kernels ({trials_per_task} candidates each, timed on this host)")
+    builder, built = _in_process_builder(progress_reporter(total, progress, label="scheduling"))
+    with tempfile.TemporaryDirectory(prefix="edgevision-schedule-") as work_dir:
+        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+            todo, work_dir, strategy="replay-trace", seed=seed)
+        with quiet_metaschedule():
+            ms.tune.tune_tasks(tasks=contexts, task_weights=weights, work_dir=work_dir, max_trials_global=total,
+                               max_trials_per_task=trials_per_task, num_trials_per_iter=trials_per_task,
+                               builder=builder, runner=_in_process_runner(built), database=database,
+                               cost_model="random", task_scheduler="round-robin",
+                               measure_callbacks=[ms.measure_callback.AddToDatabase()])
+    record["minutes"] = round((time.monotonic() - started) / 60, 2)
+    # Tasks where no candidate was both parallel and vectorized (or none built) keep naive loops.
+    record["tasks_scheduled"] = sum(
+        database.query_tuning_record(t.dispatched[0], search_target, t.task_name) is not None for t in todo)
+    return database, record
+
+
+def strategy_name(sources: list[dict[str, Any]]) -> str:
+    """What scheduled the library, in words: the first source covered most kernels."""
+    if not sources:
+        return "none (naive loops)"
+    names = [s["strategy"] for s in sources]
+    return " + ".join(n if n != "default" else "default search" for n in names)
