@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import os
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -293,11 +295,22 @@ def test_backend_contract(name: str, toy: Path, tmp_path: Path) -> None:
     assert (version is None) != available and (version is None or isinstance(version, str) and version)
     target = _target_for(name)
 
-    # options: a misspelt key is one line naming the problem and the fix, every declared key is taken
+    # options: an unknown key is one line naming the problem and the fix; a misspelt one names the
+    # key meant; every declared key is taken with its default; a typed key refuses a value of another type
     with pytest.raises(InputError) as refused:
         _check_options({"no_such_option": "1"}, target, backend, target.default_precision)
     assert "no_such_option" in str(refused.value) and "\n" not in str(refused.value) and refused.value.fix
-    _check_options({key: "1" for key in backend.option_keys}, target, backend, target.default_precision)
+    schema = {f.name: f for f in dataclasses.fields(backend.options_schema)}
+    assert set(schema) <= backend.option_keys
+    _check_options({k: f.default for k, f in schema.items()}, target, backend, target.default_precision)
+    for key in sorted(backend.option_keys)[:1]:
+        with pytest.raises(InputError, match=f"did you mean {key}"):
+            _check_options({key[:-1]: "1"}, target, backend, target.default_precision)
+    hints = typing.get_type_hints(backend.options_schema)
+    for key in [k for k, kind in hints.items() if kind in (int, bool) or typing.get_origin(kind) is typing.Literal]:
+        with pytest.raises(InputError, match=f"{key}='not-a-value'") as bad:
+            _check_options({key: "not-a-value"}, target, backend, target.default_precision)
+        assert "\n" not in str(bad.value)
 
     # CLI flags: none given means no options; every flag maps to a key the backend takes
     parser = argparse.ArgumentParser()
@@ -330,7 +343,8 @@ def test_backend_contract(name: str, toy: Path, tmp_path: Path) -> None:
 
 
 def test_the_toy_backends_flag_reaches_the_cli_and_its_option_the_artifact(toy: Path, tmp_path: Path) -> None:
-    """A plugin's flag is an `edgevision compile` flag in a fresh process, and lands typed in the manifest."""
+    """A plugin's flag is an `edgevision compile` flag in a fresh process and reaches its payload; a misspelt
+    or mistyped --option of the plugin fails in one line before anything is written."""
     from edgevision.artifact import read_manifest
 
     model = _tiny_onnx(tmp_path / "tiny.onnx")
@@ -349,5 +363,10 @@ def test_the_toy_backends_flag_reaches_the_cli_and_its_option_the_artifact(toy: 
     assert read_manifest(out).payload["optimization"] == "basic"
     wrong = cli("compile", str(model), "--target", str(TOY_TARGET), "--option", "optimisation=basic",
                 "--labels", ",".join(str(i) for i in range(10)), "--no-gate", "-o", str(tmp_path / "x.evpkg"))
-    assert wrong.returncode != 0 and "optimisation" in wrong.stderr and "Traceback" not in wrong.stderr
-    assert not (tmp_path / "x.evpkg").exists()
+    assert wrong.returncode != 0 and "Traceback" not in wrong.stderr
+    assert "option optimisation is not used" in wrong.stderr and "did you mean optimization?" in wrong.stderr
+    bad = cli("compile", str(model), "--target", str(TOY_TARGET), "--option", "optimization=fastest",
+              "--labels", ",".join(str(i) for i in range(10)), "--no-gate", "-o", str(tmp_path / "x.evpkg"))
+    assert bad.returncode != 0 and "optimization='fastest' is not one of basic, extended, all" in bad.stderr
+    errors = [line for line in bad.stderr.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and "Traceback" not in bad.stderr and not (tmp_path / "x.evpkg").exists()

@@ -6,13 +6,17 @@ ONNX model into payload files, load those files into a runner. The core never na
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import difflib
 import importlib
 import logging
+import types
+import typing
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Mapping, Protocol
 
 import numpy as np
 
@@ -62,6 +66,102 @@ class LoadOptions:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+# --- typed backend options ------------------------------------------------------------------------
+# A backend describes its ``--option KEY=VALUE`` keys as a frozen dataclass: each field's type, default and
+# help (``option(default, help)``). ONE parser (:func:`read_options`) turns the strings from the command
+# line (or the typed values of a target file) into that dataclass, with one-line errors.
+
+def option(default: Any, help: str, parse: Callable[[str, Any], Any] | None = None) -> Any:
+    """A field of a backend's options dataclass; ``parse(key, value)`` overrides the conversion by type
+    (for values such as "auto" or HOST:PORT:KEY) and raises InputError itself."""
+    return field(default=default, metadata={"help": help, "parse": parse})
+
+
+def option_names(schema: type) -> frozenset[str]:
+    return frozenset(f.name for f in dataclasses.fields(schema))
+
+
+def nearest_name(key: str, names: Iterator[str] | frozenset[str] | list[str]) -> str | None:
+    """The closest known option name to a misspelt ``key`` (None when nothing is close)."""
+    found = difflib.get_close_matches(key, sorted(names), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _convert(key: str, value: Any, kind: Any, example: Any = None) -> Any:
+    from ..errors import InputError
+
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType) and type(None) in args:
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+            return None
+        return _convert(key, value, next(a for a in args if a is not type(None)), example)
+    if origin is typing.Literal:
+        text = str(value).strip().lower() if isinstance(value, str) else value
+        if text not in args:
+            raise InputError(f"option {key}={value!r} is not one of {', '.join(map(str, args))}",
+                             f"write e.g. --option {key}={args[0]}")
+        return text
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE or text in _FALSE:
+            return text in _TRUE
+        raise InputError(f"option {key}={value!r} is not true/false", f"write e.g. --option {key}={str(example if example is not None else True).lower()}")
+    if kind is int:
+        try:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        except (TypeError, ValueError):
+            raise InputError(f"option {key}={value!r} is not an integer", f"write e.g. --option {key}={1 if example is None else example}") from None
+    if kind is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise InputError(f"option {key}={value!r} is not a number", f"write e.g. --option {key}={1.5 if example is None else example}") from None
+    if kind is Path:
+        return Path(value)
+    if origin is tuple:
+        items = value.split(",") if isinstance(value, str) else list(value)
+        return tuple(str(item).strip() for item in items if str(item).strip())
+    return str(value)
+
+
+def read_options(schema: type, raw: Mapping[str, Any], owner: str) -> Any:
+    """``raw`` (strings from ``--option``, or a target file's typed values) as an instance of ``schema``.
+
+    An unknown key is refused with the nearest known name; a value that does not convert is one line
+    naming the key, the value and a value that would do.
+    """
+    from ..errors import InputError
+
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    hints = typing.get_type_hints(schema)
+    values = {}
+    for key, value in raw.items():
+        if key not in fields:
+            near = nearest_name(key, fields)
+            raise InputError(f"option {key} is not an option of {owner}",
+                             f"did you mean {near}?" if near else f"use one of {', '.join(sorted(fields)) or 'none'}")
+        parse = fields[key].metadata.get("parse")
+        values[key] = parse(key, value) if parse else _convert(key, value, hints[key], fields[key].default)
+    return schema(**values)
+
+
+def options_help(schema: type) -> list[tuple[str, str, str]]:
+    """(key, default, help) of every option, for ``edgevision targets``-style listings and docs."""
+    return [(f.name, repr(f.default), f.metadata.get("help", "")) for f in dataclasses.fields(schema)]
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """The options of a backend that takes none."""
+
+
 class Runner(Protocol):
     """A loaded model: a float32 batch in the manifest's input layout -> output array.
 
@@ -88,7 +188,10 @@ class Backend(ABC):
     def runs_on(self, target: "Target", machine: str) -> bool:
         """Whether artifacts for ``target`` can execute on a ``machine`` (platform.machine()) CPU."""
         return self.portable_payload or target.arch == machine
-    # The ``--option KEY=VALUE`` keys this backend reads at compile time; any other key is refused.
+    # The ``--option KEY=VALUE`` keys this backend reads at compile time, typed: a frozen dataclass of
+    # ``option(...)`` fields (read_options parses them); option_keys are its field names (a plugin without
+    # a schema may set option_keys alone: values then reach compile as given). Any other key is refused.
+    options_schema: ClassVar[type] = NoOptions
     option_keys: ClassVar[frozenset[str]] = frozenset()
     # Devices a load may name (``--device``, compared case-insensitively, ``cuda:1`` matches ``cuda``).
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
@@ -163,6 +266,13 @@ class Backend(ABC):
     def check_payload(self, payload: dict[str, Any]) -> str | None:
         """Why ``load`` must not apply this manifest payload (runs before anything is extracted); None if fine."""
         return None
+
+    def parse_options(self, raw: Mapping[str, Any]) -> Any:
+        """This backend's typed options (``options_schema``) out of a compile's options; InputError names a
+        bad value. Other keys (the core's, the quantizer's) are not this backend's to judge: the pipeline
+        refuses keys nobody reads before it compiles."""
+        declared = option_names(self.options_schema)
+        return read_options(self.options_schema, {k: v for k, v in raw.items() if k in declared}, self.name)
 
     # --- hooks the core calls; the defaults say "this backend adds nothing" -------------------------
 

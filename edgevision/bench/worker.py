@@ -96,11 +96,7 @@ class ArtifactSubject(Subject):
         if isinstance(src, str) and src.isdigit():
             src = int(src)  # a camera index, as on the command line of `edgevision stream`
         # The stream's pipeline runs its own warm-up inference before the clock starts.
-        if hasattr(model, "stream"):
-            stream = model.stream(src, top_k=5, max_frames=frames)
-        else:
-            from ..stream.runner import Stream
-            stream = Stream(model, src, top_k=5, max_frames=frames)
+        stream = model.stream(src, top_k=5, max_frames=frames)
         stats = stream.run()
         return {"source": str(src), "frames": int(stats.frames), "dropped": int(stats.dropped),
                 "fps": float(stats.fps), "duration_s": float(stats.duration_s), "details": stats.to_dict()}

@@ -17,6 +17,7 @@ from ..artifact import Manifest, SigningKey, TensorSpec, payload_digest, write_a
 from ..artifact.package import hash_payload_dir
 from ..artifact.manifest import AccuracyReport
 from ..backends import CompileSettings, LoadOptions, get_backend
+from ..backends.base import nearest_name
 from ..diagnostics import translated
 from ..errors import AccuracyGateFailed, BackendError, BackendUnavailable, EdgevisionError, InputError
 from ..files import atomic_output, refuse_overwriting_inputs
@@ -131,6 +132,21 @@ def _reference(spec: ModelSpec, onnx_path: Path, output: str) -> tuple[str, gate
     return "onnxruntime (source ONNX)", _onnxruntime_predict(onnx_path, output), None
 
 
+def _run_reference(spec: ModelSpec, float_onnx: Path, output: str, valset: gate.ValidationSet, batch: int,
+                   where: str) -> tuple[str, np.ndarray]:
+    """The original's outputs on the validation set (what every precision is gated against), and its name."""
+    ref_name, ref_predict, ref_batch = _reference(spec, Path(spec.onnx_path) if spec.onnx_path else float_onnx,
+                                                  output)
+    try:
+        reference = gate.run_batched(ref_predict, valset.tensors, ref_batch or batch)
+    except Exception:  # a module written for batch 1 (a reshape with a fixed size): one input at a time
+        if not ref_batch:
+            raise
+        reference = gate.run_batched(ref_predict, valset.tensors, batch)
+    _check_output(reference, output, where)
+    return ref_name, reference
+
+
 def _onnxruntime_predict(onnx_path: Path, output: str | None = None) -> gate.Predict:
     try:
         import onnxruntime as ort
@@ -191,6 +207,8 @@ def _check_options(options: dict[str, Any], target: Target, backend: Any, precis
     (a typo, --tune for a backend that does not tune) would otherwise be dropped in silence."""
     unknown = sorted(set(options) - backend.option_keys - CORE_OPTION_KEYS)
     if not unknown:
+        # Every value is parsed (typed, one line for a bad one) before any work, not halfway through it.
+        backend.parse_options({k: v for k, v in options.items() if k in backend.option_keys})
         return
     from ..quantize import OPTION_KEYS as QUANTIZE_KEYS
 
@@ -212,8 +230,9 @@ def _check_options(options: dict[str, Any], target: Target, backend: Any, precis
                 continue
         takes = ", ".join(sorted(backend.option_keys)) or "no options"
         where = f"; it applies to {', '.join(takers)}" if takers else ""
+        near = nearest_name(key, backend.option_keys | CORE_OPTION_KEYS) if not takers else None
         raise InputError(f"option {key} is not used by target {target.name} ({backend.name}), which takes {takes}",
-                         f"drop it{where}")
+                         f"did you mean {near}?" if near else f"drop it{where}")
 
 
 def _input_files(request: CompileRequest) -> dict[str, Path | None]:
@@ -230,8 +249,8 @@ def _input_files(request: CompileRequest) -> dict[str, Path | None]:
     return found
 
 
-def compile_model(request: CompileRequest, progress: Progress | None = None) -> CompileResult:
-    step = progress or (lambda msg: log.info("%s", msg))
+def _checked_request(request: CompileRequest) -> tuple[Target, Any, str]:
+    """The target, its backend and the precision, once everything that can be refused before any work is."""
     target = get_target(request.target)
     backend = get_backend(target.backend)
     precision = _precision(target, request.precision)
@@ -253,6 +272,12 @@ def compile_model(request: CompileRequest, progress: Progress | None = None) -> 
         if not request.gate:
             raise InputError("--precision auto keeps the fastest precision that passes the gate",
                              "drop --no-gate or choose a precision")
+    return target, backend, precision
+
+
+def compile_model(request: CompileRequest, progress: Progress | None = None) -> CompileResult:
+    step = progress or (lambda msg: log.info("%s", msg))
+    target, backend, precision = _checked_request(request)
 
     step("loading model")
     spec = load_source(request.model, arch=request.arch, trust_remote_code=request.trust_remote_code)
@@ -297,16 +322,8 @@ def compile_model(request: CompileRequest, progress: Progress | None = None) -> 
 
         step("reading validation images")
         valset = gate.load_validation(spec.preprocess, request.val_dir)
-        ref_name, ref_predict, ref_batch = _reference(spec, Path(spec.onnx_path) if spec.onnx_path else float_onnx,
-                                                      output)
         batch = len(valset) if request.dynamic_batch else 1
-        try:
-            reference = gate.run_batched(ref_predict, valset.tensors, ref_batch or batch)
-        except Exception:  # a module written for batch 1 (a reshape with a fixed size): one input at a time
-            if not ref_batch:
-                raise
-            reference = gate.run_batched(ref_predict, valset.tensors, batch)
-        _check_output(reference, output, where)
+        ref_name, reference = _run_reference(spec, float_onnx, output, valset, batch, where)
         labels = _labels(spec, card, reference.shape[1])
         gate.match_labels(valset, labels)
 

@@ -9,16 +9,25 @@ from __future__ import annotations
 
 import argparse
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from edgevision.backends import Backend, CompileSettings, LoadOptions
-from edgevision.errors import BackendUnavailable, InputError
+from edgevision.backends.base import option, option_names
+from edgevision.errors import BackendUnavailable
 
 MODEL_FILE = "model.onnx"
 LEVELS = ("basic", "extended", "all")  # ONNX Runtime's graph optimisation levels, by their short names
+
+
+@dataclass(frozen=True)
+class ToyOptions:
+    """The ``--option`` keys of toy targets: typed, with defaults and help; edgevision parses and checks them."""
+
+    optimization: Literal["basic", "extended", "all"] = option("all", "ONNX Runtime graph optimisation level")
 
 
 class ToyRunner:
@@ -38,7 +47,8 @@ class ToyBackend(Backend):
     runtime_module = "onnxruntime"
     precisions = ("fp32",)
     portable_payload = True  # an ONNX graph runs on any CPU
-    option_keys = frozenset({"optimization"})
+    options_schema = ToyOptions
+    option_keys = option_names(ToyOptions)
     payload_files = ("model",)
     payload_keys = frozenset({"model", "optimization"})
 
@@ -47,14 +57,10 @@ class ToyBackend(Backend):
                             help="toy targets: ONNX Runtime graph optimisation level (default all)")
 
     def options_from_cli(self, args: argparse.Namespace) -> dict[str, Any]:
-        level = getattr(args, "toy_optimization", None)
-        return {} if level is None else {"optimization": level}
+        return {} if args.toy_optimization is None else {"optimization": args.toy_optimization}
 
     def compile(self, onnx_path: Path, target: Any, settings: CompileSettings, out_dir: Path) -> dict[str, Any]:
-        level = str(settings.options.get("optimization", "all"))
-        if level not in LEVELS:
-            raise InputError(f"optimization={level!r} is not one of {', '.join(LEVELS)}",
-                             "write e.g. --option optimization=basic")
+        level = self.parse_options(settings.options).optimization  # already checked by the pipeline
         shutil.copyfile(onnx_path, out_dir / MODEL_FILE)
         return {"model": MODEL_FILE, "optimization": level}
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 import logging
 import platform
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...errors import ArtifactError, BackendUnavailable, InputError
-from ..base import Backend, CompileSettings, LoadOptions
+from ..base import Backend, CompileSettings, LoadOptions, option, option_names, read_options
 from .build_config import BUILD_CONFIG_FILE, BuildConfig, plan_build
 from .engine_cache import EngineCache
 
@@ -36,24 +37,17 @@ QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
 DEFAULT_MAX_BATCH = 8  # engine profile for --dynamic-batch artifacts
 
 
-def _int_option(options: dict[str, Any], name: str, default: int) -> int:
-    value = options.get(name, default)
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise InputError(f"option {name}={value!r} is not an integer", f"write e.g. --option {name}={default}") from None
+@dataclass(frozen=True)
+class TensorRTOptions:
+    """Builder settings (target file ``[options]``, overridden per compile by ``--option KEY=VALUE``)."""
 
-
-def _bool_option(options: dict[str, Any], name: str, default: bool) -> bool:
-    value = options.get(name, default)
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise InputError(f"option {name}={value!r} is not true/false", f"write e.g. --option {name}=true")
+    max_batch: int = option(DEFAULT_MAX_BATCH, "engine batch profile for --dynamic-batch artifacts")
+    opt_batch: int = option(1, "the batch a --dynamic-batch engine is tuned for")
+    workspace_mb: int = option(1024, "builder scratch memory limit in MB (shared with the CPU on Jetson)")
+    dla_core: int = option(-1, "-1: GPU only; 0 or 1 on Orin NX/AGX: build for that DLA core (fp16/int8 only)")
+    gpu_fallback: bool = option(True, "with a DLA core: layers the DLA cannot run go to the GPU")
+    min_tensorrt: str = option("10.0", "the oldest TensorRT the engine may be built with on the device")
+    engine_cache: str | None = option(None, "load: engine cache folder (default ~/.cache/edgevision/trt)")
 
 
 def onnx_quantization_ops(onnx_path: Path, check_tensorrt: bool = False) -> set[str]:
@@ -136,7 +130,9 @@ def fold_int32_dequantize(onnx_path: Path) -> int:
 
 def build_config_for(onnx_path: Path, onnx_sha256: str, target: "Target", settings: CompileSettings) -> BuildConfig:
     """Target file options, overridden by --option KEY=VALUE, plus what the ONNX itself says."""
-    options = {**target.options, **settings.options}
+    ours = option_names(TensorRTOptions)
+    options = read_options(TensorRTOptions, {k: v for k, v in {**target.options, **settings.options}.items()
+                                             if k in ours}, "tensorrt")
     qdq = onnx_quantization_ops(onnx_path, check_tensorrt=settings.precision == "int8") == QDQ_OPS
     if settings.precision == "int8" and not qdq:
         raise InputError("TensorRT int8 needs the QDQ ONNX from the INT8 step, but this model has no Q/DQ pairs",
@@ -146,15 +142,13 @@ def build_config_for(onnx_path: Path, onnx_sha256: str, target: "Target", settin
                          "compile it with --precision int8")
     shape = tuple(settings.input_shape)
     dynamic = isinstance(shape[0], str)
-    max_batch = _int_option(options, "max_batch", DEFAULT_MAX_BATCH) if dynamic else int(shape[0])
-    opt_batch = _int_option(options, "opt_batch", 1) if dynamic else max_batch
+    max_batch = options.max_batch if dynamic else int(shape[0])
+    opt_batch = options.opt_batch if dynamic else max_batch
     return BuildConfig(onnx=MODEL_FILE, onnx_sha256=onnx_sha256, precision=settings.precision,
                        input_name=settings.input_name, input_shape=shape, explicit_quantization=qdq,
-                       workspace_mb=_int_option(options, "workspace_mb", 1024),
-                       dla_core=_int_option(options, "dla_core", -1),
-                       gpu_fallback=_bool_option(options, "gpu_fallback", True),
-                       max_batch=max_batch, opt_batch=opt_batch,
-                       min_tensorrt=str(options.get("min_tensorrt", "10.0")))
+                       workspace_mb=options.workspace_mb, dla_core=options.dla_core,
+                       gpu_fallback=options.gpu_fallback, max_batch=max_batch, opt_batch=opt_batch,
+                       min_tensorrt=options.min_tensorrt)
 
 
 class TensorRTBackend(Backend):
@@ -163,8 +157,8 @@ class TensorRTBackend(Backend):
     runtime_module = "tensorrt"
     precisions = ("fp32", "fp16", "int8")
     int8_recipe = "symmetric"
-    option_keys = frozenset({"max_batch", "opt_batch", "workspace_mb", "dla_core", "gpu_fallback", "min_tensorrt",
-                             "engine_cache"})
+    options_schema = TensorRTOptions
+    option_keys = option_names(TensorRTOptions)
     devices = ("cuda", "gpu")
     int8_symmetric_only = True  # explicit-QDQ engines take int8 with zero point 0 only
     payload_files = ("model", "build_config")

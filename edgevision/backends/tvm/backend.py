@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ...errors import BackendUnavailable, InputError
-from ..base import Backend, CompileSettings, LoadOptions, RunCase
+from ..base import Backend, CompileSettings, LoadOptions, RunCase, option_names
 from .conformance import KNOWN_FAILURES, conformance_runner
 from .cpu import CPU_FEATURE, elf_machine, missing_cpu_features
+from .tuning import TuningOptions, TvmOptions
 
 if TYPE_CHECKING:
     from ...artifact.manifest import Manifest
@@ -103,7 +104,8 @@ class TvmBackend(Backend):
     extra = "tvm"
     runtime_module = "tvm"
     precisions = ("fp32",)
-    option_keys = frozenset({"tune_trials", "tuning_log", "tune_rpc", "device_check", "default_schedule"})
+    options_schema = TvmOptions
+    option_keys = option_names(TvmOptions)
     payload_files = ("library", "probe.file")
     payload_keys = frozenset({"library", "entry", "tvm_target", "cpu_features", "cross_compiler", "tuning", "probe",
                               "schedule", "kernels"})
@@ -130,9 +132,9 @@ class TvmBackend(Backend):
 
     def options_from_cli(self, args: argparse.Namespace) -> dict[str, Any]:
         options: dict[str, Any] = {}
-        if getattr(args, "tune", None) is not None:  # a parser without these flags (e.g. bench) has no attribute
+        if args.tune is not None:
             options["tune_trials"] = "auto" if args.tune < 0 else args.tune
-        if getattr(args, "tuning_log", None) is not None:
+        if args.tuning_log is not None:
             options["tuning_log"] = str(args.tuning_log)
         return options
 
@@ -182,7 +184,6 @@ class TvmBackend(Backend):
             raise InputError(f"target {target.name} ({self.name}) compiles static shapes only",
                              "compile without --dynamic-batch")
         from .build import compile_onnx
-        from .tuning import TuningOptions
 
         tuning = TuningOptions.from_options(settings.options)
         # Cross builds are checked on the emulated device by the compile pipeline (emulation.verify).

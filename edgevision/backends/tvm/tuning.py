@@ -10,9 +10,10 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Literal, Mapping
 
 from ...errors import InputError
+from ..base import option, option_names, read_options
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,53 @@ class RpcTuning:
     session_timeout_s: int = 120
 
 
+def _trials(key: str, value: Any) -> int:
+    raw = value or 0
+    try:
+        trials = AUTO_TRIALS if raw == "auto" else int(raw)
+    except (TypeError, ValueError):
+        raise InputError(f"{key}={value!r} is not a number", "pass an integer, e.g. --tune 2000") from None
+    if trials < 0 and trials != AUTO_TRIALS:
+        raise InputError(f"--tune {trials} is negative", "pass a positive number of trials, or 0")
+    return trials
+
+
+def _rpc(key: str, value: Any) -> RpcTuning | None:
+    if not value:
+        return None
+    host, _, rest = str(value).partition(":")
+    port, _, board = rest.partition(":")
+    if not (host and port.isdigit() and board):
+        raise InputError(f"{key}={value!r} is not HOST:PORT:KEY", "write e.g. --option tune_rpc=127.0.0.1:9190:rpi4")
+    return RpcTuning(host, int(port), board)
+
+
+def _default_schedule(key: str, value: Any) -> int:
+    raw = 0 if str(value).lower() in ("off", "none") else value
+    try:
+        trials = int(raw)
+    except (TypeError, ValueError):
+        raise InputError(f"{key}={value!r} is not a number or off",
+                         "write e.g. --option default_schedule=8, or default_schedule=off for naive loops") from None
+    if trials < 0:
+        raise InputError(f"{key}={trials} is negative", "pass 0 (off) or more trials per task")
+    return trials
+
+
+@dataclass(frozen=True)
+class TvmOptions:
+    """The ``--option`` keys of TVM targets (``--tune`` and ``--tuning-log`` set the first two)."""
+
+    tune_trials: int = option(0, "MetaSchedule measurements in total; auto: 32 per task; 0: no tuning", _trials)
+    tuning_log: Path | None = option(None, "tuning database folder: reused when it exists, extended when tuning")
+    tune_rpc: RpcTuning | None = option(None, "HOST:PORT:KEY of a TVM RPC tracker: time candidates on that board",
+                                        _rpc)
+    device_check: Literal["auto", "on", "off"] = option(
+        "auto", "cross targets: run the artifact on the emulated device at compile (auto: when the sysroot is cached)")
+    default_schedule: int = option(DEFAULT_SEARCH_TRIALS, "candidates per kernel of the default schedule search "
+                                   "when nothing else schedules it; off: naive loops", _default_schedule)
+
+
 @dataclass(frozen=True)
 class TuningOptions:
     trials: int = 0  # total MetaSchedule trials; 0: no tuning (a given log is still applied); AUTO: per task
@@ -45,37 +93,13 @@ class TuningOptions:
     default_search_trials: int = DEFAULT_SEARCH_TRIALS  # per task, when nothing else schedules it; 0: off
 
     @classmethod
-    def from_options(cls, options: dict[str, Any]) -> "TuningOptions":
-        """Read ``tune_trials``, ``tuning_log`` and ``tune_rpc`` (HOST:PORT:KEY) from CLI options."""
-        raw = options.get("tune_trials", 0) or 0
-        try:
-            trials = AUTO_TRIALS if raw == "auto" else int(raw)
-        except ValueError:
-            raise InputError(f"tune_trials={options['tune_trials']!r} is not a number",
-                             "pass an integer, e.g. --tune 2000") from None
-        if trials < 0 and trials != AUTO_TRIALS:
-            raise InputError(f"--tune {trials} is negative", "pass a positive number of trials, or 0")
-        log_dir = options.get("tuning_log")
-        rpc = None
-        if options.get("tune_rpc"):
-            host, _, rest = str(options["tune_rpc"]).partition(":")
-            port, _, key = rest.partition(":")
-            if not (host and port.isdigit() and key):
-                raise InputError(f"tune_rpc={options['tune_rpc']!r} is not HOST:PORT:KEY",
-                                 "write e.g. --option tune_rpc=127.0.0.1:9190:rpi4")
-            rpc = RpcTuning(host, int(port), key)
-        raw_default = options.get("default_schedule", DEFAULT_SEARCH_TRIALS)
-        if str(raw_default).lower() in ("off", "none"):
-            raw_default = 0
-        try:
-            default_trials = int(raw_default)
-        except ValueError:
-            raise InputError(f"default_schedule={raw_default!r} is not a number or off",
-                             "write e.g. --option default_schedule=8, or default_schedule=off for naive loops") from None
-        if default_trials < 0:
-            raise InputError(f"default_schedule={default_trials} is negative", "pass 0 (off) or more trials per task")
-        return cls(trials=trials, log_dir=Path(log_dir) if log_dir else None, rpc=rpc,
-                   default_search_trials=default_trials)
+    def from_options(cls, options: Mapping[str, Any]) -> "TuningOptions":
+        """Read ``tune_trials``, ``tuning_log``, ``tune_rpc`` (HOST:PORT:KEY) and ``default_schedule`` from
+        CLI options (other keys, e.g. the core's or the quantizer's, are not TVM's to judge)."""
+        ours = option_names(TvmOptions)
+        typed = read_options(TvmOptions, {k: v for k, v in options.items() if k in ours}, "tvm")
+        return cls(trials=typed.tune_trials, log_dir=typed.tuning_log, rpc=typed.tune_rpc,
+                   default_search_trials=typed.default_schedule)
 
 
 def export_aarch64_library(rt_mod: Any) -> str:
