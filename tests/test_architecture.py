@@ -271,7 +271,8 @@ def _tiny_onnx(path: Path) -> Path:
 
 
 # Options that keep a contract compile small (TVM's default schedule search times candidates).
-FAST_OPTIONS = {"tvm": {"default_schedule": "off"}}
+# The toy's: not its default, so that the recorded options are seen to be the ones given.
+FAST_OPTIONS = {"tvm": {"default_schedule": "off"}, "toy": {"optimization": "extended"}}
 
 
 @pytest.mark.parametrize("name", [*_bundled_backends(), "toy"])
@@ -331,6 +332,10 @@ def test_backend_contract(name: str, toy: Path, tmp_path: Path) -> None:
                                           labels=[f"class {i}" for i in range(10)], gate=False,
                                           options=FAST_OPTIONS.get(name, {})))
     assert result.manifest.backend == name and out.is_file()
+    from edgevision.artifact import read_manifest
+
+    # the typed options are recorded in the manifest and read back equal (and typed) from the file
+    assert backend.recorded_options(read_manifest(out)) == backend.parse_options(FAST_OPTIONS.get(name, {}))
     x = np.random.default_rng(1).standard_normal((1, 3, 32, 32)).astype(np.float32)
     import onnxruntime as ort
 

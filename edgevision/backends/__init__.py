@@ -1,5 +1,6 @@
-"""Backend plugins, found by name: ``edgevision/backends/<name>.py`` exposing ``BACKEND``,
-or a third-party package registering the ``edgevision.backends`` entry point."""
+"""Backend plugins, found by name: ``edgevision/backends/<name>.py`` (or a package ``<name>/``, as
+``tvm/``) exposing ``BACKEND``, or a third-party package registering the ``edgevision.backends``
+entry point (docs/write-a-backend.md)."""
 from __future__ import annotations
 
 import importlib

@@ -37,7 +37,8 @@ ALIGN_CORNERS_SCALES = ("ONNX's reference puts the unrounded output length (4 x 
 
 # Payload keys the core writes whatever the backend: the INT8 recipe, a recorded device check, a note.
 COMMON_PAYLOAD_KEYS = frozenset({"quantization", "device_check", "probe", "note",
-                                 "executed_precision", "precision_auto"})  # the gate and --precision auto record these
+                                 "executed_precision", "precision_auto",  # the gate and --precision auto record these
+                                 "options"})  # the backend's typed options the artifact was compiled with
 
 
 class CalibrationDataReader(Protocol):
@@ -71,10 +72,28 @@ class LoadOptions:
 # help (``option(default, help)``). ONE parser (:func:`read_options`) turns the strings from the command
 # line (or the typed values of a target file) into that dataclass, with one-line errors.
 
-def option(default: Any, help: str, parse: Callable[[str, Any], Any] | None = None) -> Any:
+def option(default: Any, help: str, parse: Callable[[str, Any], Any] | None = None,
+           dump: Callable[[Any], Any] | None = None) -> Any:
     """A field of a backend's options dataclass; ``parse(key, value)`` overrides the conversion by type
-    (for values such as "auto" or HOST:PORT:KEY) and raises InputError itself."""
-    return field(default=default, metadata={"help": help, "parse": parse})
+    (for values such as "auto" or HOST:PORT:KEY) and raises InputError itself; ``dump(value)`` is its
+    JSON form in the manifest when that is not the value itself (``parse`` must read it back)."""
+    return field(default=default, metadata={"help": help, "parse": parse, "dump": dump})
+
+
+def options_to_json(options: Any) -> dict[str, Any]:
+    """Typed options as the manifest records them: JSON values that :func:`read_options` reads back to equal options."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(options):
+        value = getattr(options, f.name)
+        dump = f.metadata.get("dump")
+        if value is not None and dump is not None:
+            value = dump(value)
+        elif isinstance(value, Path):
+            value = str(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[f.name] = value
+    return out
 
 
 def option_names(schema: type) -> frozenset[str]:
@@ -273,6 +292,20 @@ class Backend(ABC):
         refuses keys nobody reads before it compiles."""
         declared = option_names(self.options_schema)
         return read_options(self.options_schema, {k: v for k, v in raw.items() if k in declared}, self.name)
+
+    def recorded_options(self, manifest: "Manifest") -> Any:
+        """The typed options an artifact was compiled with (its manifest's ``options``; defaults when it
+        records none, as artifacts of edgevision before typed options)."""
+        from ..errors import ArtifactError, InputError
+
+        recorded = manifest.payload.get("options", {})
+        try:
+            if not isinstance(recorded, dict):
+                raise InputError(f"options is a {type(recorded).__name__}, not an object", "")
+            return read_options(self.options_schema, recorded, self.name)
+        except InputError as err:
+            raise ArtifactError(f"artifact manifest: {err.problem}",
+                                "refusing it: only use artifacts from a trusted source") from err
 
     # --- hooks the core calls; the defaults say "this backend adds nothing" -------------------------
 

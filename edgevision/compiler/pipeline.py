@@ -1,6 +1,7 @@
 """compile = load source -> export ONNX -> backend compile -> accuracy gate -> one artifact file."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import logging
 import platform
@@ -17,7 +18,7 @@ from ..artifact import Manifest, SigningKey, TensorSpec, payload_digest, write_a
 from ..artifact.package import hash_payload_dir
 from ..artifact.manifest import AccuracyReport
 from ..backends import CompileSettings, LoadOptions, get_backend
-from ..backends.base import nearest_name
+from ..backends.base import nearest_name, options_to_json
 from ..diagnostics import translated
 from ..errors import AccuracyGateFailed, BackendError, BackendUnavailable, EdgevisionError, InputError
 from ..files import atomic_output, refuse_overwriting_inputs
@@ -206,14 +207,18 @@ def _check_options(options: dict[str, Any], target: Target, backend: Any, precis
     """Every option must be read by someone: the backend, or the quantizer at int8. A key nobody reads
     (a typo, --tune for a backend that does not tune) would otherwise be dropped in silence."""
     unknown = sorted(set(options) - backend.option_keys - CORE_OPTION_KEYS)
+    from ..quantize import OPTION_KEYS as QUANTIZE_KEYS
+    from ..quantize import QuantizeOptions
+
+    int8 = precision == "int8" or (precision == AUTO and "int8" in target.precisions)  # auto builds int8 too
+    if int8:
+        unknown = [key for key in unknown if key not in QUANTIZE_KEYS]
     if not unknown:
         # Every value is parsed (typed, one line for a bad one) before any work, not halfway through it.
-        backend.parse_options({k: v for k, v in options.items() if k in backend.option_keys})
+        backend.parse_options(options)
+        if int8:
+            QuantizeOptions.from_options(options)
         return
-    from ..quantize import OPTION_KEYS as QUANTIZE_KEYS
-
-    if precision == "int8" or (precision == AUTO and "int8" in target.precisions):  # auto builds int8 too
-        unknown = [key for key in unknown if key not in QUANTIZE_KEYS]
     for key in unknown:
         if key in QUANTIZE_KEYS:
             raise InputError(f"option {key} is used only with --precision int8, not {precision}",
@@ -408,6 +413,9 @@ def _build(ctx: _Context, precision: str, work: Path) -> _Built:
         raise _with_alternatives(err, ctx.float_onnx, ctx.rewrites, backend.name, request) from err.__cause__
     if quantization:
         payload["quantization"] = quantization
+    typed = backend.parse_options(request.options)
+    if dataclasses.fields(typed):  # a backend with options records them typed; load reads them back typed
+        payload["options"] = options_to_json(typed)
     if ctx.rewrites:
         payload["rewrites"] = list(ctx.rewrites)
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from ..backends.base import option, option_names, read_options
 from ..errors import InputError
 from ..preprocess import PreprocessConfig
 from .qdq import QUANTIZERS, excluded_nodes, prepare, quantize_nncf, quantize_onnxruntime, sensitive_nodes
@@ -33,20 +34,33 @@ GATE_FIX = ("calibrate on more images like the ones the model will see (--calib 
             "or lower the bar with --min-agreement")
 
 
-def _as_bool(value: Any) -> bool:
-    return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "on")
+def _quantizer(key: str, value: Any) -> str:
+    quantizer = str(value)
+    if quantizer not in QUANTIZERS:
+        raise InputError(f"unknown quantizer {quantizer!r}", f"use one of {', '.join(QUANTIZERS)}")
+    return quantizer
 
 
-def _as_int(key: str, value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise InputError(f"option {key}={value!r} is not a whole number", f"pass e.g. {key}=64") from None
+@dataclass(frozen=True)
+class Int8Options:
+    """The ``--option`` keys of ``--precision int8`` (the INT8 flags of `edgevision compile` set them), typed:
+    parsed by the one options parser of :mod:`edgevision.backends.base`."""
+
+    calib: Path | None = option(None, "calibration images: a folder or a video (default: the bundled images)")
+    calib_size: int = option(64, "calibration samples")
+    calib_every: int | None = option(None, "a video: take every Nth frame")
+    seed: int = option(0, "which calibration samples are drawn")
+    calib_method: str | None = option(None, "a calibration recipe name or .toml path (default: the backend's)")
+    quantizer: str = option("onnxruntime", "onnxruntime (QDQ for every backend) or nncf", _quantizer)
+    skip_sensitive: bool | None = option(None, "keep the layers the sensitivity pass ranks worst float (default: "
+                                               "as the recipe says)")
+    exclude_nodes: tuple[str, ...] = option((), "node names kept float, comma-separated")
+    sensitivity: bool | None = option(None, "run the sensitivity pass (default: as the recipe says)")
+    sensitivity_budget_s: float = option(180.0, "seconds the sensitivity pass may score layers for")
 
 
 # The CompileRequest.options keys QuantizeOptions reads (compile refuses keys nobody reads).
-OPTION_KEYS = frozenset({"calib", "calib_size", "calib_every", "seed", "calib_method", "quantizer", "skip_sensitive",
-                         "exclude_nodes", "sensitivity", "sensitivity_budget_s"})
+OPTION_KEYS = option_names(Int8Options)
 
 
 @dataclass(frozen=True)
@@ -66,22 +80,12 @@ class QuantizeOptions:
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> "QuantizeOptions":
-        quantizer = str(options.get("quantizer", "onnxruntime"))
-        if quantizer not in QUANTIZERS:
-            raise InputError(f"unknown quantizer {quantizer!r}", f"use one of {', '.join(QUANTIZERS)}")
-        excluded = options.get("exclude_nodes", ())
-        if isinstance(excluded, str):
-            excluded = tuple(n for n in excluded.split(",") if n)
-        every = options.get("calib_every")
-        return cls(calib=Path(options["calib"]) if options.get("calib") else None,
-                   calib_size=_as_int("calib_size", options.get("calib_size", 64)),
-                   calib_every=None if every in (None, "") else _as_int("calib_every", every),
-                   seed=_as_int("seed", options.get("seed", 0)), method=options.get("calib_method") or None,
-                   quantizer=quantizer,
-                   skip_sensitive=None if options.get("skip_sensitive") is None else _as_bool(options["skip_sensitive"]),
-                   exclude_nodes=tuple(excluded),
-                   sensitivity=None if options.get("sensitivity") is None else _as_bool(options["sensitivity"]),
-                   sensitivity_budget_s=float(options.get("sensitivity_budget_s", 180.0)))
+        """The INT8 keys of ``options`` (others are the backend's or the core's), typed; InputError for a bad value."""
+        typed = read_options(Int8Options, {k: v for k, v in options.items() if k in OPTION_KEYS}, "--precision int8")
+        return cls(calib=typed.calib, calib_size=typed.calib_size, calib_every=typed.calib_every, seed=typed.seed,
+                   method=typed.calib_method or None, quantizer=typed.quantizer, skip_sensitive=typed.skip_sensitive,
+                   exclude_nodes=typed.exclude_nodes, sensitivity=typed.sensitivity,
+                   sensitivity_budget_s=typed.sensitivity_budget_s)
 
     def recipe(self, backend: "Backend | None" = None) -> QuantRecipe:
         """The recipe to quantize with: the user's, else the backend's default; checked against what

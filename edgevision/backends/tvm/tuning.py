@@ -77,7 +77,7 @@ class TvmOptions:
     tune_trials: int = option(0, "MetaSchedule measurements in total; auto: 32 per task; 0: no tuning", _trials)
     tuning_log: Path | None = option(None, "tuning database folder: reused when it exists, extended when tuning")
     tune_rpc: RpcTuning | None = option(None, "HOST:PORT:KEY of a TVM RPC tracker: time candidates on that board",
-                                        _rpc)
+                                        _rpc, lambda rpc: f"{rpc.tracker_host}:{rpc.tracker_port}:{rpc.key}")
     device_check: Literal["auto", "on", "off"] = option(
         "auto", "cross targets: run the artifact on the emulated device at compile (auto: when the sysroot is cached)")
     default_schedule: int = option(DEFAULT_SEARCH_TRIALS, "candidates per kernel of the default schedule search "
