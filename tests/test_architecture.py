@@ -15,6 +15,7 @@ import subprocess
 import sys
 import typing
 from pathlib import Path
+from typing import Literal, Optional
 
 import numpy as np
 import pytest
@@ -375,3 +376,61 @@ def test_the_toy_backends_flag_reaches_the_cli_and_its_option_the_artifact(toy: 
     assert bad.returncode != 0 and "optimization='fastest' is not one of basic, extended, all" in bad.stderr
     errors = [line for line in bad.stderr.splitlines() if line.startswith("error")]
     assert len(errors) == 1 and "Traceback" not in bad.stderr and not (tmp_path / "x.evpkg").exists()
+
+
+def test_one_options_parser_types_every_field_and_refuses_in_one_line(tmp_path: Path) -> None:
+    from dataclasses import dataclass
+
+    from edgevision.artifact.manifest import Manifest
+    from edgevision.backends import get_backend
+    from edgevision.backends.base import option, options_to_json, read_options
+    from edgevision.errors import ArtifactError, InputError
+
+    @dataclass(frozen=True)
+    class Example:
+        count: int = option(1, "an int")
+        ratio: float = option(0.5, "a float")
+        on: bool = option(False, "a bool")
+        folder: Optional[Path] = option(None, "a path or none")
+        mode: Literal["fast", "exact"] = option("exact", "a choice")
+        names: tuple[str, ...] = option((), "comma-separated")
+        label: str = option("x", "free text")
+
+    typed = read_options(Example, {"count": "3", "ratio": "0.25", "on": "yes", "folder": str(tmp_path),
+                                   "mode": "FAST", "names": "a, b,", "label": 7}, "example")
+    assert typed == Example(3, 0.25, True, tmp_path, "fast", ("a", "b"), "7")
+    assert read_options(Example, options_to_json(typed), "example") == typed  # the manifest round trip
+    assert read_options(Example, {"folder": "none", "on": False}, "example") == Example()
+    for raw, message in (({"count": "2.5"}, "count='2.5' is not an integer — write e.g. --option count=1"),
+                         ({"count": 2.5}, "count=2.5 is not an integer"),
+                         ({"ratio": "half"}, "ratio='half' is not a number — write e.g. --option ratio=0.5"),
+                         ({"on": "maybe"}, "on='maybe' is not true/false — write e.g. --option on=false"),
+                         ({"mode": "quick"}, "mode='quick' is not one of fast, exact"),
+                         ({"cuont": "1"}, "cuont is not an option of example — did you mean count?"),
+                         ({"zzz": "1"}, "use one of count, folder, label, mode, names, on, ratio")):
+        with pytest.raises(InputError) as err:
+            read_options(Example, raw, "example")
+        assert message in str(err.value) and "\n" not in str(err.value)
+
+    # what an artifact records is input: a bad record is refused as the artifact's fault, not the user's
+    tvm = get_backend("tvm")
+    manifest = Manifest.__new__(Manifest)
+    for bad in ({"default_schedule": "lots"}, ["not", "an", "object"]):
+        manifest.payload = {"options": bad}
+        with pytest.raises(ArtifactError, match="artifact manifest"):
+            tvm.recorded_options(manifest)
+    manifest.payload = {}
+    assert tvm.recorded_options(manifest) == tvm.parse_options({})  # an artifact from before typed options
+
+
+def test_the_interfaces_defaults_add_nothing(tmp_path: Path) -> None:
+    from edgevision.backends import get_backend
+    from edgevision.errors import InputError
+    from edgevision.remote import RemoteDevice
+
+    ort = get_backend("onnxruntime")
+    assert get_backend("tensorrt").conformance_runner() is None and not get_backend("tensorrt").has_conformance_runner
+    assert ort.runtime_info(object()) == {} and ort.executed_precision(object()) is None
+    assert ort.remote_timing is None and ort.compiler_modules == ()
+    with pytest.raises(InputError, match="cannot be timed on a remote board"):
+        ort.time_remote(tmp_path / "a.evpkg", RemoteDevice("127.0.0.1", 9))

@@ -171,11 +171,6 @@ def read_options(schema: type, raw: Mapping[str, Any], owner: str) -> Any:
     return schema(**values)
 
 
-def options_help(schema: type) -> list[tuple[str, str, str]]:
-    """(key, default, help) of every option, for ``edgevision targets``-style listings and docs."""
-    return [(f.name, repr(f.default), f.metadata.get("help", "")) for f in dataclasses.fields(schema)]
-
-
 @dataclass(frozen=True)
 class NoOptions:
     """The options of a backend that takes none."""
