@@ -15,7 +15,7 @@ from ..backends import LoadOptions, Runner, get_backend
 from ..diagnostics import translated
 from ..errors import ArtifactError, InputError
 from ..preprocess import preprocess, preprocess_batch
-from .scores import Prediction, softmax, topk
+from .prediction import Prediction, topk
 
 if TYPE_CHECKING:
     from ..stream import Stream
