@@ -26,3 +26,56 @@ def test_topk_applies_softmax_only_to_logits() -> None:
     (own,) = topk(probs, ["a", "b", "c"], 1, "probabilities")
     assert own == [Prediction(1, "b", pytest.approx(0.5), "model")]
     assert softmax(np.zeros((2, 4), np.float64)).dtype == np.float64  # the gate's float64 stays float64
+
+
+def test_run_batched_slices_in_order_and_keeps_the_short_tail() -> None:
+    from edgevision.batching import batch_slices, run_batched
+
+    assert [(s.start, s.stop) for s in batch_slices(10, 4)] == [(0, 4), (4, 8), (8, 10)]
+    assert list(batch_slices(0, 4)) == []
+    seen: list[int] = []
+
+    def double(part: np.ndarray) -> np.ndarray:
+        seen.append(len(part))
+        return (part * 2).astype(np.float16)
+
+    inputs = np.arange(10, dtype=np.float32)[:, None]
+    out = run_batched(double, inputs, 4, np.float32)
+    assert seen == [4, 4, 2] and out.dtype == np.float32
+    np.testing.assert_array_equal(out, inputs * 2)
+    with pytest.raises(ValueError, match="at least 1"):
+        list(batch_slices(3, 0))
+
+
+def test_silenced_keeps_python_and_native_output_off_the_terminal(capfd: pytest.CaptureFixture[str],
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    import os
+
+    from edgevision.quiet import silenced
+
+    log = logging.getLogger("edgevision.test_quiet")
+    with caplog.at_level(logging.DEBUG, logger=log.name):
+        with silenced(log, "chatty"):
+            print("from python")
+        with pytest.raises(RuntimeError), silenced(log, "native", native=True, stderr=True):
+            print("python again")
+            os.write(1, b"from C on fd 1\n")
+            os.write(2, b"from C on fd 2\n")
+            raise RuntimeError("the block fails")
+        print("after")  # the streams are back
+    out, err = capfd.readouterr()
+    assert out == "after\n" and err == ""
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    for text in ("chatty output:\nfrom python", "python again", "from C on fd 1", "from C on fd 2"):
+        assert text in logged
+
+
+def test_sha256_file_reads_in_chunks_what_hashlib_sees_at_once(tmp_path) -> None:
+    import hashlib
+
+    from edgevision.files import sha256_file
+
+    data = np.random.default_rng(1).bytes((5 << 20) // 2)  # 2.5 MiB: three 1 MiB chunks
+    (tmp_path / "weights.bin").write_bytes(data)
+    assert sha256_file(tmp_path / "weights.bin") == hashlib.sha256(data).hexdigest()

@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
 
 import numpy as np
 
@@ -24,12 +24,6 @@ COMMON_PAYLOAD_KEYS = frozenset({"quantization", "device_check", "probe", "note"
                                  "executed_precision", "precision_auto"})  # the gate and --precision auto record these
 
 
-class CalibrationDataReader(Protocol):
-    """ONNX Runtime's interface, kept as small: feed dicts until None."""
-
-    def get_next(self) -> dict[str, np.ndarray] | None: ...
-
-
 @dataclass(frozen=True)
 class CompileSettings:
     precision: str = "fp32"
@@ -37,7 +31,6 @@ class CompileSettings:
     threads: int | None = None
     input_name: str = "input"
     input_shape: tuple[int | str, ...] = (1, 3, 224, 224)
-    calibration: CalibrationDataReader | None = None
     options: dict[str, Any] = field(default_factory=dict)  # backend-specific flags from the CLI
     # Step messages for long backend work (e.g. TVM tuning); the pipeline passes its progress callback.
     progress: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
@@ -145,8 +138,3 @@ class Backend(ABC):
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "available": self.is_available(), "version": self.version(),
                 "extra": self.extra, "precisions": list(self.precisions)}
-
-
-def iter_batches(batch: np.ndarray, size: int) -> Iterator[np.ndarray]:
-    for start in range(0, len(batch), size):
-        yield batch[start:start + size]

@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .. import batching
 from ..artifact.manifest import AccuracyReport
 from ..errors import AccuracyGateFailed, InputError
 from ..preprocess import PreprocessConfig, preprocess
@@ -155,8 +156,8 @@ def match_labels(valset: ValidationSet, labels: Sequence[str]) -> None:
 
 
 def run_batched(predict: Predict, inputs: np.ndarray, batch: int) -> np.ndarray:
-    return np.concatenate([np.asarray(predict(inputs[i:i + batch]), np.float32)
-                           for i in range(0, len(inputs), batch)])
+    """A model's float32 outputs on ``inputs``, ``batch`` rows at a time."""
+    return batching.run_batched(predict, inputs, batch, np.float32)
 
 
 def _log_scores(x: np.ndarray) -> np.ndarray:

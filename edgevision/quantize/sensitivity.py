@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..batching import run_batched
 from ..runtime.prediction import softmax
 
 log = logging.getLogger(__name__)
@@ -147,8 +148,8 @@ class _Scorer:
         options = ort.SessionOptions()
         options.log_severity_level = 4
         session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        out = np.concatenate([session.run(None, {self.input_name: self.tensors[i:i + self.batch]})[0]
-                              for i in range(0, len(self.tensors), self.batch)]).astype(np.float64)
+        out = run_batched(lambda part: session.run(None, {self.input_name: part})[0], self.tensors,
+                          self.batch).astype(np.float64)
         q = softmax(out)
         kl = float((self.reference * (np.log(self.reference + 1e-12) - np.log(q + 1e-12))).sum(1).mean())
         agree = out.argmax(1) == self.ref_top1
