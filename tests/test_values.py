@@ -79,3 +79,31 @@ def test_sha256_file_reads_in_chunks_what_hashlib_sees_at_once(tmp_path) -> None
     data = np.random.default_rng(1).bytes((5 << 20) // 2)  # 2.5 MiB: three 1 MiB chunks
     (tmp_path / "weights.bin").write_bytes(data)
     assert sha256_file(tmp_path / "weights.bin") == hashlib.sha256(data).hexdigest()
+
+
+def test_stream_enums_print_and_serialise_as_the_strings_they_replace() -> None:
+    import json
+
+    from edgevision.stream import Channel, ChannelPolicy, SourceKind, SourceSpec, StopReason
+    from edgevision.stream.stats import StatsRecorder
+
+    recorder = StatsRecorder("clip.mp4", live=False)
+    recorder.stop_reason = StopReason.MAX_FRAMES
+    stats = recorder.snapshot()
+    assert json.loads(json.dumps(stats.to_dict()))["stop_reason"] == "max_frames"
+    assert stats.summary().endswith("stopped: max_frames") and stats.stop_reason == "max_frames"
+    spec = SourceSpec("camera", 0, "camera 0")  # a plain string still works, and becomes the member
+    assert spec.kind is SourceKind.CAMERA and spec.live and not SourceSpec(SourceKind.FILE, "a.mp4", "a").live
+    assert Channel(1, "latest").policy is ChannelPolicy.LATEST
+    with pytest.raises(ValueError, match="policy 'newest'"):
+        Channel(1, "newest")
+
+
+def test_crop_pct_travels_in_the_manifest_and_defaults_for_old_ones() -> None:
+    from edgevision.preprocess import DEFAULT_CROP_PCT, PreprocessConfig
+
+    config = PreprocessConfig(input_size=(224, 224), resize_short=None, crop_pct=0.9)
+    again = PreprocessConfig.from_dict(config.to_dict())
+    assert again == config and again.short_side == round(224 / 0.9) == 249
+    old = {k: v for k, v in config.to_dict().items() if k != "crop_pct"}  # written before crop_pct existed
+    assert PreprocessConfig.from_dict(old).crop_pct == DEFAULT_CROP_PCT == 0.875
