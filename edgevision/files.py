@@ -1,21 +1,24 @@
 """Writing files so that a reader (or a crash, or a signal) never sees half of one, and never loses an input.
 
 Every file edgevision writes goes through here: :func:`atomic_output` (a temporary name beside the
-destination, renamed into place on success and removed on failure) and :func:`write_atomic` for bytes.
+destination, renamed into place on success and removed on failure; :func:`finish_temp` is its commit)
+and :func:`write_atomic` for bytes.
 The result gets the permissions a plain ``open()`` would give (0666 minus the umask), not mkstemp's 0600.
 :func:`refuse_overwriting_inputs` is the one check that an output path is not also an input.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import stat
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Iterator, Mapping
 
 from .errors import InputError
+
+_CHUNK = 1 << 20
 
 
 def current_umask() -> int:
@@ -55,10 +58,7 @@ def atomic_output(path: Path | str, mode: int = 0o666) -> Iterator[Path]:
     try:
         yield tmp
         if tmp.exists():
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            apply_umask(tmp, mode)
-            os.replace(tmp, path)
+            finish_temp(tmp, path, mode)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -74,16 +74,23 @@ def write_atomic(path: Path | str, data: bytes) -> Path:
     return path
 
 
-def mkstemp_beside(path: Path) -> tuple[int, str]:
-    """For writers that need a file descriptor (zipfile): mkstemp next to ``path``; pair with :func:`finish_temp`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-
-
 def finish_temp(tmp: Path | str, path: Path | str, mode: int = 0o666) -> None:
-    """Rename a finished temp file into place with the user's umask applied (mkstemp makes 0600 files)."""
+    """The commit of every atomic write: the finished temp file flushed to disk, given ``mode & ~umask``,
+    renamed over ``path``. Writers that outlive one ``with`` block (the stream's video and JSON-lines
+    sinks) pair :func:`temp_path_beside` with this; everything else uses :func:`atomic_output`."""
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
     apply_umask(tmp, mode)
     os.replace(tmp, path)
+
+
+def sha256_file(path: Path | str) -> str:
+    """The hex sha256 of a file, read in 1 MiB chunks (weights files do not fit in memory twice)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -188,3 +188,38 @@ def test_percentiles_match_numpy() -> None:
     for q, value in ((50, stats.p50_ms), (90, stats.p90_ms), (99, stats.p99_ms)):
         assert value == pytest.approx(np.percentile(samples, q))
     assert stats.mean_ms == pytest.approx(np.mean(samples)) and stats.std_ms == pytest.approx(np.std(samples))
+
+
+def test_planning_turns_unrunnable_targets_into_rows_without_compiling(tmp_path: Path) -> None:
+    from edgevision.bench.plan import parse_targets, plan_benchmark
+    from edgevision.bench.results import RowStatus, SubjectKind
+    from edgevision.errors import InputError
+
+    assert parse_targets("intel-cpu, rpi4:int8,") == [("intel-cpu", None), ("rpi4", "int8")]
+    plan = plan_benchmark([], targets="intel-gpu,rpi4", out_dir=tmp_path, torch=True)
+    assert [c.kind for c in plan.candidates] == [SubjectKind.TORCH]
+    assert [(r.label, r.status) for r in plan.unrunnable] == [("intel-gpu fp16", RowStatus.SKIPPED),
+                                                               ("rpi4 fp32", RowStatus.SKIPPED)]
+    assert "--rpc HOST:PORT" in plan.unrunnable[1].reason and not list(tmp_path.iterdir())
+    with pytest.raises(InputError, match="names no target"):
+        plan_benchmark([], targets=" , ", out_dir=tmp_path)
+
+
+def test_a_row_whose_worker_fails_is_marked_and_stopped() -> None:
+    from edgevision.bench.results import RowStatus
+    from edgevision.bench.session import BenchmarkRow, Candidate, WorkerError, _prepare
+
+    class Dying:
+        closed = False
+
+        def request(self, **message):
+            raise WorkerError("worker process exited with code -9")
+
+        def close(self) -> None:
+            self.closed = True
+
+    worker = Dying()
+    row = BenchmarkRow(Candidate.torch_eager(), _prepare(Candidate.torch_eager()), worker=worker)
+    assert row.request(op="time", iterations=3) is None
+    assert (row.result.status, row.result.reason) == (RowStatus.FAILED, "worker process exited with code -9")
+    assert worker.closed and not row.live

@@ -37,7 +37,7 @@ def test_artifact_classifies_real_photos_without_torch(fixture: str, request: py
 @pytest.mark.parametrize("fixture", ["ort_artifact", "ov_artifact"])
 def test_manifest_records_a_passing_gate_and_hashes(fixture: str, request: pytest.FixtureRequest) -> None:
     from edgevision.artifact import read_manifest
-    from edgevision.artifact.package import sha256_file
+    from edgevision.files import sha256_file
 
     artifact = request.getfixturevalue(fixture)
     m = read_manifest(artifact)

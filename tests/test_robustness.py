@@ -445,7 +445,7 @@ def test_outputs_respect_the_umask(ws: Workspace, tiny_ort: Path, umask: int) ->
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in ws.out.iterdir()}
     assert modes == dict.fromkeys(["m.evpkg", "r.csv", "f.jsonl", "f.avi", "s.json"], 0o666 & ~umask)
     rows = (ws.out / "r.csv").read_text().splitlines()
-    assert rows[0].startswith("index,reference_top1") and len(rows) > 10
+    assert rows[0].startswith("index,input,reference_top1") and len(rows) > 10
 
 
 def test_write_atomic_leaves_nothing_when_interrupted(tmp_path: Path) -> None:

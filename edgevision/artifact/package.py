@@ -19,10 +19,10 @@ import stat
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 from ..errors import ArtifactError, TargetError
-from ..files import atomic_output
+from ..files import atomic_output, sha256_file
 from .canonical import bounded_loads, canonical_json, sha256_hex
 from .manifest import SEAL_KEY, Manifest, check_format
 from .signing import SIGNATURE_NAME, NO_POLICY, SignatureStatus, SigningKey, TrustPolicy, check_signature, sign_manifest
@@ -48,14 +48,6 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def payload_digest(files: dict[str, str]) -> str:

@@ -8,9 +8,9 @@ import pkgutil
 from importlib.metadata import entry_points
 
 from ..errors import TargetError
-from .base import Backend, CalibrationDataReader, CompileSettings, LoadOptions, Runner
+from .base import Backend, CompileSettings, LoadOptions, Runner
 
-__all__ = ["Backend", "CalibrationDataReader", "CompileSettings", "LoadOptions", "Runner",
+__all__ = ["Backend", "CompileSettings", "LoadOptions", "Runner",
            "get_backend", "backend_names"]
 
 ENTRY_POINT_GROUP = "edgevision.backends"

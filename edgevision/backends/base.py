@@ -41,12 +41,6 @@ COMMON_PAYLOAD_KEYS = frozenset({"quantization", "device_check", "probe", "note"
                                  "options"})  # the backend's typed options the artifact was compiled with
 
 
-class CalibrationDataReader(Protocol):
-    """ONNX Runtime's interface, kept as small: feed dicts until None."""
-
-    def get_next(self) -> dict[str, np.ndarray] | None: ...
-
-
 @dataclass(frozen=True)
 class CompileSettings:
     precision: str = "fp32"
@@ -54,7 +48,6 @@ class CompileSettings:
     threads: int | None = None
     input_name: str = "input"
     input_shape: tuple[int | str, ...] = (1, 3, 224, 224)
-    calibration: CalibrationDataReader | None = None
     options: dict[str, Any] = field(default_factory=dict)  # backend-specific flags from the CLI
     # Step messages for long backend work (e.g. TVM tuning); the pipeline passes its progress callback.
     progress: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
@@ -337,8 +330,3 @@ class Backend(ABC):
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "available": self.is_available(), "version": self.version(),
                 "extra": self.extra, "precisions": list(self.precisions)}
-
-
-def iter_batches(batch: np.ndarray, size: int) -> Iterator[np.ndarray]:
-    for start in range(0, len(batch), size):
-        yield batch[start:start + size]

@@ -11,9 +11,26 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..enums import StrEnum
 from ..files import write_atomic
 
 SCHEMA = "edgevision-bench/1"
+
+
+class SubjectKind(StrEnum):
+    """What a row measures (``RowResult.kind`` in the JSON)."""
+
+    ARTIFACT = "artifact"  # an artifact on this host
+    TORCH = "torch"  # the PyTorch eager reference
+    RPC = "rpc"  # an artifact on a remote board
+
+
+class RowStatus(StrEnum):
+    OK = "ok"
+    FAILED = "failed"  # measuring broke
+    SKIPPED = "skipped"  # cannot run here
+    UNSUPPORTED = "unsupported"  # did not compile for its target
+    PENDING = "pending"  # not measured yet (never in a finished report)
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -95,9 +112,9 @@ class MemoryResult:
 @dataclass
 class RowResult:
     label: str  # e.g. "intel-cpu bf16", "torch eager", "rpi4 fp32 @ rpc"
-    kind: str  # "artifact", "torch" or "rpc"
+    kind: SubjectKind
     device: str  # where it ran: "this host" or the RPC board
-    status: str  # "ok"; "failed" (measuring broke); "skipped" (cannot run here); "unsupported" (did not compile)
+    status: RowStatus
     reason: str = ""
     artifact: str | None = None
     model: str = ""
@@ -116,9 +133,12 @@ class RowResult:
     end_to_end_note: str = ""
     memory: MemoryResult | None = None
 
+    def __post_init__(self) -> None:
+        self.kind, self.status = SubjectKind(self.kind), RowStatus(self.status)  # also from JSON strings
+
     @property
     def ok(self) -> bool:
-        return self.status == "ok"
+        return self.status == RowStatus.OK
 
 
 @dataclass(frozen=True)
@@ -189,8 +209,8 @@ class BenchReport:
     def baseline(self) -> RowResult | None:
         """Torch eager when measured, else the first row measured on this host: what "x" divides by."""
         measured = [r for r in self.rows if r.ok and r.model_only]
-        torch_rows = [r for r in measured if r.kind == "torch"]
-        local = [r for r in measured if r.kind != "rpc"]
+        torch_rows = [r for r in measured if r.kind == SubjectKind.TORCH]
+        local = [r for r in measured if r.kind != SubjectKind.RPC]
         return (torch_rows or local or measured or [None])[0]
 
 

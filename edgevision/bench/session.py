@@ -15,18 +15,19 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from ..errors import EdgevisionError, InputError
 from ..remote import RemoteDevice
 from .hostinfo import host_info
 from .results import (BenchReport, BenchSettings, EndToEndResult, LatencyStats, MemoryResult, ModelOnlyResult,
-                      RowResult)
+                      RowResult, RowStatus, SubjectKind)
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
+T = TypeVar("T")
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 LOAD_TIMEOUT_S = 600.0
 MIN_STREAM_CHUNK = 25  # frames: each streaming round restarts the pipeline, whose fill costs ~1 frame
@@ -37,7 +38,7 @@ STEP_TIMEOUT_S = 900.0
 class Candidate:
     """One row to measure: an artifact, the torch eager reference, or an artifact on a remote board."""
 
-    kind: str  # "artifact", "torch" or "rpc"
+    kind: SubjectKind
     label: str
     artifact: Path | None = None
     model: str | None = None  # torch: model reference (None: the default model)
@@ -46,16 +47,24 @@ class Candidate:
 
     @classmethod
     def for_artifact(cls, path: Path, label: str | None = None, call: str = "model") -> "Candidate":
-        return cls("artifact", label or _artifact_label(Path(path)), artifact=Path(path), call=call)
+        return cls(SubjectKind.ARTIFACT, label or _artifact_label(Path(path)), artifact=Path(path), call=call)
 
     @classmethod
     def torch_eager(cls, model: str | None = None) -> "Candidate":
-        return cls("torch", "torch eager fp32", model=model)
+        return cls(SubjectKind.TORCH, "torch eager fp32", model=model)
 
     @classmethod
     def remote(cls, path: Path, endpoint: RemoteDevice) -> "Candidate":
-        return cls("rpc", f"{_artifact_label(Path(path))} (RPC)",
+        return cls(SubjectKind.RPC, f"{_artifact_label(Path(path))} (RPC)",
                    artifact=Path(path), rpc=endpoint)
+
+
+def times_over_rpc(backend: str) -> bool:
+    """Whether ``--rpc`` can time this backend's artifacts on a remote board (its ``remote_timing``)."""
+    try:
+        return get_backend(backend).remote_timing is not None
+    except EdgevisionError:
+        return False
 
 
 def _artifact_label(path: Path) -> str:
@@ -145,8 +154,8 @@ def _prepare(candidate: Candidate) -> RowResult:
     from ..backends import get_backend
 
     device = f"{candidate.rpc} via TVM RPC" if candidate.rpc else "this host"
-    row = RowResult(label=candidate.label, kind=candidate.kind, device=device, status="pending")
-    if candidate.kind == "torch":
+    row = RowResult(label=candidate.label, kind=candidate.kind, device=device, status=RowStatus.PENDING)
+    if candidate.kind == SubjectKind.TORCH:
         row.model, row.target, row.backend, row.precision = candidate.model or "default", "torch-eager", "torch", "fp32"
         return row
     path = Path(candidate.artifact)
@@ -154,7 +163,7 @@ def _prepare(candidate: Candidate) -> RowResult:
     try:
         m = read_manifest(path)
     except EdgevisionError as err:
-        row.status, row.reason = "failed", str(err)
+        row.status, row.reason = RowStatus.FAILED, str(err)
         return row
     row.model, row.target, row.backend = m.model_name, m.target.name, m.backend
     row.backend_version, row.precision = m.backend_version, m.precision
@@ -164,13 +173,9 @@ def _prepare(candidate: Candidate) -> RowResult:
         row.accuracy = {"passed": a.passed, "top1_agreement": a.top1_agreement, "top5_agreement": a.top5_agreement,
                         "max_abs_diff": a.max_abs_diff, "images": a.images, "reference": a.reference,
                         "candidate": a.candidate, "note": a.note}
-    if candidate.kind == "rpc":
-        try:
-            remote_ok = get_backend(m.backend).remote_timing is not None
-        except EdgevisionError:
-            remote_ok = False
-        if not remote_ok:
-            row.status, row.reason = "skipped", f"--rpc times only backends with remote timing; this one is {m.backend}"
+    if candidate.kind == SubjectKind.RPC:
+        if not times_over_rpc(m.backend):
+            row.status, row.reason = RowStatus.SKIPPED, f"--rpc times only backends with remote timing; this one is {m.backend}"
         return row
     host = platform.machine()
     try:
@@ -178,7 +183,7 @@ def _prepare(candidate: Candidate) -> RowResult:
     except EdgevisionError:
         foreign = m.target.arch != host
     if foreign:
-        row.status = "skipped"
+        row.status = RowStatus.SKIPPED
         row.reason = (f"compiled for {m.target.arch} ({m.target.name}), this host is {host}: "
                       "run it on the device or with --rpc")
         return row
@@ -187,8 +192,82 @@ def _prepare(candidate: Candidate) -> RowResult:
     except EdgevisionError as err:
         ok, why = False, str(err)
     if not ok:
-        row.status, row.reason = "skipped", why
+        row.status, row.reason = RowStatus.SKIPPED, why
     return row
+
+
+@dataclass
+class BenchmarkRow:
+    """One row while it is measured: what it measures, its result so far, its worker and its samples."""
+
+    candidate: Candidate
+    result: RowResult
+    worker: Worker | None = None  # None: not loaded, or stopped after a failure
+    call: str = ""  # what the worker times, as it reported at load
+    rss_after_load_mb: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+    wall_s: float = 0.0
+    images: int = 0
+    rounds: int = 0
+    stream_chunks: list[dict[str, Any]] | None = None  # None: not streamed (or its streaming failed)
+    peak_model_only_mb: float | None = None
+    peak_end_to_end_mb: float | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.worker is not None
+
+    def load(self, settings: BenchSettings, step: Progress) -> None:
+        """Start this row's worker and load its subject there; a failed load marks the row failed."""
+        cand, row = self.candidate, self.result
+        step(f"loading {row.label} in its own process")
+        worker = Worker()
+        try:
+            reply = worker.request(timeout_s=LOAD_TIMEOUT_S, op="load", kind=cand.kind,
+                                   artifact=str(cand.artifact) if cand.artifact else None, model=cand.model,
+                                   rpc=_rpc_dict(cand.rpc), threads=settings.threads, batch=settings.batch,
+                                   parallel=settings.parallel_requests, call=cand.call)
+        except WorkerError as err:
+            row.status, row.reason = RowStatus.FAILED, f"load failed: {err}"
+            worker.close()
+            return
+        self.worker = worker
+        _apply_load(row, reply)
+        self.call, self.rss_after_load_mb = reply["call"], reply["rss_mb"]
+
+    def request(self, **message: Any) -> dict[str, Any] | None:
+        """One request; a failing row is marked failed and its worker stopped, and the others go on."""
+        try:
+            return self.worker.request(**message)
+        except WorkerError as err:
+            self.result.status, self.result.reason = RowStatus.FAILED, str(err)
+            self.stop()
+            return None
+
+    def add_timing(self, reply: dict[str, Any]) -> None:
+        self.latencies_ms += reply["latencies_ms"]
+        self.wall_s += reply["wall_s"]
+        self.images += reply["images"]
+        self.rounds += 1
+
+    def stream(self, source: str, frames: int) -> None:
+        """One streaming round; a failure drops this row's end-to-end figure, not the row."""
+        try:
+            self.stream_chunks.append(self.worker.request(op="stream", source=source, frames=frames))
+        except WorkerError as err:
+            self.result.end_to_end_note = f"stream failed: {err}"
+            self.stream_chunks = None
+
+    def memory(self) -> MemoryResult:
+        e2e = self.peak_end_to_end_mb
+        return MemoryResult(rss_after_load_mb=round(self.rss_after_load_mb, 1),
+                            peak_rss_model_only_mb=round(self.peak_model_only_mb or 0.0, 1),
+                            peak_rss_end_to_end_mb=None if e2e is None else round(e2e, 1))
+
+    def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.close()
+            self.worker = None
 
 
 def run_benchmark(candidates: list[Candidate], settings: BenchSettings,
@@ -198,108 +277,97 @@ def run_benchmark(candidates: list[Candidate], settings: BenchSettings,
     step = progress or (lambda msg: log.info("%s", msg))
     check_settings(settings)
     host = host_info()
-    rows = [_prepare(c) for c in candidates]
-    workers: dict[int, Worker] = {}
-    samples: dict[int, dict[str, Any]] = {}
+    rows = [BenchmarkRow(c, _prepare(c)) for c in candidates]
     try:
-        for i, (cand, row) in enumerate(zip(candidates, rows)):
-            if row.status != "pending":
-                continue
-            step(f"loading {row.label} in its own process")
-            worker = Worker()
-            try:
-                reply = worker.request(timeout_s=LOAD_TIMEOUT_S, op="load", kind=cand.kind,
-                                       artifact=str(cand.artifact) if cand.artifact else None, model=cand.model,
-                                       rpc=_rpc_dict(cand.rpc), threads=settings.threads, batch=settings.batch,
-                                       parallel=settings.parallel_requests, call=cand.call)
-            except WorkerError as err:
-                row.status, row.reason = "failed", f"load failed: {err}"
-                worker.close()
-                continue
-            workers[i] = worker
-            _apply_load(row, reply)
-            samples[i] = {"latencies_ms": [], "wall_s": 0.0, "images": 0, "call": reply["call"],
-                          "rss_after_load_mb": reply["rss_mb"], "rounds": 0}
-
-        local = [i for i in workers if candidates[i].kind != "rpc"]
-        for i in [i for i in workers if candidates[i].kind == "rpc"]:
-            # The board times itself (time_evaluator runs it once first); nothing to interleave with.
-            step(f"timing {rows[i].label} on {rows[i].device}")
-            reply = _guarded(rows, workers, i, lambda w: w.request(op="time", iterations=settings.iterations))
-            if reply is not None:
-                rows[i].model_only = _remote_model_only(reply, samples[i]["call"])
-                rows[i].status = "ok"
-
-        for i in local:
-            if i in workers and settings.warmup:
-                step(f"warming up {rows[i].label} ({settings.warmup} calls)")
-                _guarded(rows, workers, i, lambda w: w.request(op="time", iterations=settings.warmup))
-
-        streamers = []
-        for i in list(workers):
-            if settings.stream_source is None:
-                rows[i].end_to_end_note = "not measured (no stream source)"
-            elif candidates[i].kind != "artifact":
-                rows[i].end_to_end_note = ("not measured: streams run through an artifact"
-                                           if candidates[i].kind == "torch" else "not measured on remote boards")
-            else:
-                streamers.append(i)
-        sizes = split_rounds(settings.iterations, settings.rounds)
-        chunks = split_rounds(settings.stream_frames, min(len(sizes), max(1, settings.stream_frames // MIN_STREAM_CHUNK)))
-        # Streaming rounds are spread over the timing rounds, so both figures see the same machine load.
-        stream_at = {len(sizes) * j // len(chunks): size for j, size in enumerate(chunks)} if streamers else {}
-        parts: dict[int, list[dict[str, Any]]] = {i: [] for i in streamers}
-        peaks: dict[int, float] = {}
-        for r, size in enumerate(sizes):
-            step(f"timing round {r + 1}/{len(sizes)}: {size} calls per row, rows interleaved")
-            for i in _rotated([i for i in local if i in workers], r):
-                reply = _guarded(rows, workers, i, lambda w: w.request(op="time", iterations=size, prime=1))
-                if reply is not None:
-                    s = samples[i]
-                    s["latencies_ms"] += reply["latencies_ms"]
-                    s["wall_s"] += reply["wall_s"]
-                    s["images"] += reply["images"]
-                    s["rounds"] += 1
-            if r == 0:  # before any streaming: the model-only peak must not include decoding buffers
-                for i in [i for i in local if i in workers]:
-                    reply = _guarded(rows, workers, i, lambda w: w.request(op="memory"))
-                    if reply is not None:
-                        peaks[i] = reply["peak_rss_mb"]
-            if r in stream_at:
-                frames = stream_at[r]
-                step(f"streaming {frames} frames per row end to end, rows interleaved")
-                for i in _rotated([i for i in parts if i in workers], r):
-                    try:
-                        parts[i].append(workers[i].request(op="stream", source=settings.stream_source, frames=frames))
-                    except WorkerError as err:
-                        rows[i].end_to_end_note = f"stream failed: {err}"
-                        del parts[i]
-        for i in [i for i in local if i in workers and samples[i]["rounds"]]:
-            rows[i].model_only = _model_only(samples[i], settings)
-            rows[i].status = "ok"
-
-        e2e_peaks: dict[int, float] = {}
-        for i, done in parts.items():
-            if i not in workers or not done:
-                continue
-            rows[i].end_to_end = merge_stream_chunks(done)
-            reply = _guarded(rows, workers, i, lambda w: w.request(op="memory"))
-            if reply is not None:
-                e2e_peaks[i] = reply["peak_rss_mb"]
-        for i in peaks:
-            rows[i].memory = MemoryResult(rss_after_load_mb=round(samples[i]["rss_after_load_mb"], 1),
-                                          peak_rss_model_only_mb=round(peaks[i], 1),
-                                          peak_rss_end_to_end_mb=round(e2e_peaks[i], 1) if i in e2e_peaks else None)
+        for row in rows:
+            if row.result.status == RowStatus.PENDING:
+                row.load(settings, step)
+        local = [r for r in rows if r.live and r.candidate.kind != SubjectKind.RPC]
+        for row in [r for r in rows if r.live and r.candidate.kind == SubjectKind.RPC]:
+            _time_remote(row, settings, step)
+        for row in local:
+            if row.live and settings.warmup:
+                step(f"warming up {row.result.label} ({settings.warmup} calls)")
+                row.request(op="time", iterations=settings.warmup)
+        _timed_rounds(local, _streamers(rows, settings), settings, step)
+        _collect(rows, local, settings)
     finally:
-        for worker in workers.values():
-            worker.close()
+        for row in rows:
+            row.stop()
     for row in rows:
-        if row.status == "pending":  # a worker that failed mid-way was already marked failed
-            row.status = "failed"
-    return BenchReport(host=host, settings=settings, rows=rows)
+        if row.result.status == RowStatus.PENDING:  # a worker that failed mid-way was already marked failed
+            row.result.status = RowStatus.FAILED
+    return BenchReport(host=host, settings=settings, rows=[r.result for r in rows])
 
 
-def _rotated(items: list[int], shift: int) -> list[int]:
+def _collect(rows: list[BenchmarkRow], local: list[BenchmarkRow], settings: BenchSettings) -> None:
+    """The samples become results: model-only figures, end-to-end figures (then their peak), memory."""
+    for row in local:
+        if row.live and row.rounds:
+            row.result.model_only = _model_only(row, settings)
+            row.result.status = RowStatus.OK
+    for row in rows:
+        if row.live and row.stream_chunks:
+            row.result.end_to_end = merge_stream_chunks(row.stream_chunks)
+            reply = row.request(op="memory")
+            if reply is not None:
+                row.peak_end_to_end_mb = reply["peak_rss_mb"]
+    for row in rows:
+        if row.peak_model_only_mb is not None:
+            row.result.memory = row.memory()
+
+
+def _time_remote(row: BenchmarkRow, settings: BenchSettings, step: Progress) -> None:
+    # The board times itself (time_evaluator runs it once first); nothing to interleave with.
+    step(f"timing {row.result.label} on {row.result.device}")
+    reply = row.request(op="time", iterations=settings.iterations)
+    if reply is not None:
+        row.result.model_only = _remote_model_only(reply, row.call)
+        row.result.status = RowStatus.OK
+
+
+def _streamers(rows: list[BenchmarkRow], settings: BenchSettings) -> list[BenchmarkRow]:
+    """The rows measured end to end (artifacts on this host); the others get a note saying why not."""
+    streamers = []
+    for row in [r for r in rows if r.live]:
+        if settings.stream_source is None:
+            row.result.end_to_end_note = "not measured (no stream source)"
+        elif row.candidate.kind == SubjectKind.TORCH:
+            row.result.end_to_end_note = "not measured: streams run through an artifact"
+        elif row.candidate.kind != SubjectKind.ARTIFACT:
+            row.result.end_to_end_note = "not measured on remote boards"
+        else:
+            row.stream_chunks = []
+            streamers.append(row)
+    return streamers
+
+
+def _timed_rounds(local: list[BenchmarkRow], streamers: list[BenchmarkRow], settings: BenchSettings,
+                  step: Progress) -> None:
+    """The timed calls in rounds, rows interleaved; streaming rounds spread among them."""
+    sizes = split_rounds(settings.iterations, settings.rounds)
+    chunks = split_rounds(settings.stream_frames, min(len(sizes), max(1, settings.stream_frames // MIN_STREAM_CHUNK)))
+    # Streaming rounds are spread over the timing rounds, so both figures see the same machine load.
+    stream_at = {len(sizes) * j // len(chunks): size for j, size in enumerate(chunks)} if streamers else {}
+    for r, size in enumerate(sizes):
+        step(f"timing round {r + 1}/{len(sizes)}: {size} calls per row, rows interleaved")
+        for row in _rotated([row for row in local if row.live], r):
+            reply = row.request(op="time", iterations=size, prime=1)
+            if reply is not None:
+                row.add_timing(reply)
+        if r == 0:  # before any streaming: the model-only peak must not include decoding buffers
+            for row in [row for row in local if row.live]:
+                reply = row.request(op="memory")
+                if reply is not None:
+                    row.peak_model_only_mb = reply["peak_rss_mb"]
+        if r in stream_at:
+            frames = stream_at[r]
+            step(f"streaming {frames} frames per row end to end, rows interleaved")
+            for row in _rotated([row for row in streamers if row.stream_chunks is not None and row.live], r):
+                row.stream(settings.stream_source, frames)
+
+
+def _rotated(items: list[T], shift: int) -> list[T]:
     """A different row goes first each round, so none always follows the same (heavy) neighbour."""
     if not items:
         return items
@@ -317,19 +385,8 @@ def _apply_load(row: RowResult, reply: dict[str, Any]) -> None:
     row.pid = reply["pid"]
     row.runtimes_imported = reply["runtimes"]
     row.effective_precision = info.get("effective_precision")
-    if row.kind == "torch":
+    if row.kind == SubjectKind.TORCH:
         row.model, row.backend_version = info["model"], info["backend_version"]
-
-
-def _guarded(rows: list[RowResult], workers: dict[int, Worker], i: int,
-             action: Callable[[Worker], dict[str, Any]]) -> dict[str, Any] | None:
-    """Run one request; a failing row is marked, its worker stopped, and the others go on."""
-    try:
-        return action(workers[i])
-    except WorkerError as err:
-        rows[i].status, rows[i].reason = "failed", str(err)
-        workers.pop(i).close()
-        return None
 
 
 def merge_stream_chunks(chunks: list[dict[str, Any]]) -> EndToEndResult:
@@ -364,10 +421,10 @@ def _remote_model_only(reply: dict[str, Any], call: str) -> ModelOnlyResult:
                            wall_s=reply["wall_s"], throughput_fps=reply["images"] / reply["wall_s"])
 
 
-def _model_only(sample: dict[str, Any], settings: BenchSettings) -> ModelOnlyResult:
-    latency = LatencyStats.from_samples(sample["latencies_ms"], settings.warmup)
-    wall = sample["wall_s"]
-    return ModelOnlyResult(call=sample["call"], batch=settings.batch, threads=settings.threads,
-                           parallel_requests=settings.parallel_requests, rounds=sample["rounds"],
-                           latency=latency, images=sample["images"], wall_s=wall,
-                           throughput_fps=sample["images"] / wall if wall > 0 else 0.0)
+def _model_only(row: BenchmarkRow, settings: BenchSettings) -> ModelOnlyResult:
+    latency = LatencyStats.from_samples(row.latencies_ms, settings.warmup)
+    wall = row.wall_s
+    return ModelOnlyResult(call=row.call, batch=settings.batch, threads=settings.threads,
+                           parallel_requests=settings.parallel_requests, rounds=row.rounds,
+                           latency=latency, images=row.images, wall_s=wall,
+                           throughput_fps=row.images / wall if wall > 0 else 0.0)

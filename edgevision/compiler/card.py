@@ -36,7 +36,7 @@ from typing import Any, Mapping
 
 from ..errors import InputError
 from ..preprocess import INPUT_DTYPES, RESIZE_MODES, PreprocessConfig
-from ..runtime.scores import SCORE_KINDS
+from ..runtime.prediction import SCORE_KINDS
 
 CARD_SUFFIX = ".card.toml"
 MAX_CARD_BYTES = 1 << 20

@@ -1,42 +1,19 @@
 """PyTorch -> ONNX, with failures turned into one-line errors that name the operator."""
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
-import os
 import re
-import sys
-import tempfile
 import warnings
 from pathlib import Path
-from typing import Iterator
 
 from ..errors import EdgevisionError
+from ..quiet import silenced
 from .spec import ModelSpec
 
 log = logging.getLogger(__name__)
 OPSET = 17
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
-
-
-@contextlib.contextmanager
-def _native_stdout_to_log() -> Iterator[None]:
-    """The TorchScript exporter dumps the whole IR graph to C++ stdout when it fails; log it instead."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 1)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 1)
-            os.close(saved)
-            sink.seek(0)
-            captured = sink.read().decode(errors="replace").strip()
-            if captured:
-                log.debug("ONNX exporter output:\n%s", captured)
 
 
 def export_onnx(spec: ModelSpec, out_path: Path, batch: int = 1, dynamic_batch: bool = False,
@@ -47,7 +24,7 @@ def export_onnx(spec: ModelSpec, out_path: Path, batch: int = 1, dynamic_batch: 
     dummy = torch.zeros(shape, dtype=getattr(torch, spec.preprocess.input_dtype))
     dynamic_axes = {INPUT_NAME: {0: "batch"}, output_name: {0: "batch"}} if dynamic_batch else None
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _native_stdout_to_log():
+        with warnings.catch_warnings(), silenced(log, "ONNX exporter", native=True):  # it dumps its IR from C++
             warnings.simplefilter("ignore")
             if spec.exported_program is not None:
                 # A torch.export program is already a graph: the dynamo exporter takes it as is.

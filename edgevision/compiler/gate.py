@@ -22,9 +22,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .. import batching
 from ..artifact.manifest import AccuracyReport
 from ..errors import AccuracyGateFailed, InputError
 from ..preprocess import PreprocessConfig, preprocess
+from ..runtime.prediction import softmax, topk_indices
 from ..samples import IMAGE_SUFFIXES, image_paths, read_image
 
 log = logging.getLogger(__name__)
@@ -153,15 +155,9 @@ def match_labels(valset: ValidationSet, labels: Sequence[str]) -> None:
     valset.targets = np.array([mapping[f] for f in valset.class_folders], dtype=np.int64)
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
-    z = x - x.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def run_batched(predict: Predict, inputs: np.ndarray, batch: int) -> np.ndarray:
-    return np.concatenate([np.asarray(predict(inputs[i:i + batch]), np.float32)
-                           for i in range(0, len(inputs), batch)])
+    """A model's float32 outputs on ``inputs``, ``batch`` rows at a time."""
+    return batching.run_batched(predict, inputs, batch, np.float32)
 
 
 def _log_scores(x: np.ndarray) -> np.ndarray:
@@ -216,15 +212,15 @@ def compare(reference: np.ndarray, candidate: np.ndarray, reference_name: str = 
     ordered = np.sort(ref_scores, axis=1)
     margin = ordered[:, -1] - ordered[:, -2] if ref_scores.shape[1] > 1 else np.full(len(ref_scores), np.inf)
     ref_top1 = reference.argmax(1)
-    cand_top5 = np.argsort(-candidate, axis=1)[:, :5]
-    p, q = _softmax(ref_scores), _softmax(cand_scores)
+    cand_top5 = topk_indices(candidate, 5)
+    p, q = softmax(ref_scores), softmax(cand_scores)
     cosine = (reference * candidate).sum(1) / (
         np.linalg.norm(reference, axis=1) * np.linalg.norm(candidate, axis=1) + 1e-30)
     kl = (p * (np.log(p + 1e-12) - np.log(q + 1e-12))).sum(1)
     return Comparison(reference_top1=ref_top1, candidate_top1=candidate.argmax(1),
                       top5_hit=(cand_top5 == ref_top1[:, None]).any(1),
                       abs_diff=np.abs(reference - candidate).max(1), cosine=cosine, kl=kl, margin=margin,
-                      decisive=margin >= DECISIVE_MARGIN, reference_top5=np.argsort(-reference, axis=1)[:, :5],
+                      decisive=margin >= DECISIVE_MARGIN, reference_top5=topk_indices(reference, 5),
                       candidate_top5=cand_top5)
 
 

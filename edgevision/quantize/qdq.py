@@ -6,12 +6,11 @@ accepts QDQ too, but runs it as float.
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 from pathlib import Path
 
 from ..errors import BackendUnavailable, EdgevisionError
+from ..quiet import silenced
 from .reader import TensorReader
 from .recipe import QuantRecipe
 
@@ -65,12 +64,11 @@ def quantize_onnxruntime(float_onnx: Path, out_path: Path, reader: TensorReader,
         extra["CalibPercentile"] = recipe.percentile
     reader.rewind()
     # The quantizer prints histogram progress to stdout; library code stays quiet.
-    with contextlib.redirect_stdout(io.StringIO()) as chatter:
+    with silenced(log, "ONNX Runtime quantizer"):
         quantize_static(str(float_onnx), str(out_path), reader, quant_format=QuantFormat.QDQ,
                         per_channel=recipe.per_channel, activation_type=activation, weight_type=QuantType.QInt8,
                         calibrate_method=methods[recipe.method], nodes_to_exclude=excluded_nodes(float_onnx, recipe),
                         extra_options=extra)
-    log.debug("%s", chatter.getvalue().strip())
     return out_path
 
 
@@ -92,7 +90,7 @@ def quantize_nncf(float_onnx: Path, out_path: Path, reader: TensorReader, recipe
     level = nncf_log.level
     nncf_log.setLevel(logging.WARNING)
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with silenced(log, "NNCF"):
             quantized = nncf.quantize(model, nncf.Dataset(list(reader)), preset=preset, subset_size=len(reader),
                                       ignored_scope=nncf.IgnoredScope(names=ignored) if ignored else None)
     finally:

@@ -18,6 +18,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..batching import run_batched
+from ..runtime.prediction import softmax
+
 log = logging.getLogger(__name__)
 COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -128,19 +131,13 @@ def _free_batch(model: Any) -> Any:
     return free
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
-    z = x - x.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 class _Scorer:
     """Runs a candidate ONNX model on the calibration samples and compares it with FP32."""
 
     def __init__(self, tensors: np.ndarray, input_name: str, reference: np.ndarray, batch: int,
                  decisive_margin: float) -> None:
         self.tensors, self.input_name, self.batch = tensors, input_name, batch
-        self.reference = _softmax(reference.astype(np.float64))
+        self.reference = softmax(reference.astype(np.float64))
         ordered = np.sort(reference, axis=1)
         self.decisive = (ordered[:, -1] - ordered[:, -2]) >= decisive_margin
         self.ref_top1 = reference.argmax(1)
@@ -151,9 +148,9 @@ class _Scorer:
         options = ort.SessionOptions()
         options.log_severity_level = 4
         session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        out = np.concatenate([session.run(None, {self.input_name: self.tensors[i:i + self.batch]})[0]
-                              for i in range(0, len(self.tensors), self.batch)]).astype(np.float64)
-        q = _softmax(out)
+        out = run_batched(lambda part: session.run(None, {self.input_name: part})[0], self.tensors,
+                          self.batch).astype(np.float64)
+        q = softmax(out)
         kl = float((self.reference * (np.log(self.reference + 1e-12) - np.log(q + 1e-12))).sum(1).mean())
         agree = out.argmax(1) == self.ref_top1
         decisive = agree[self.decisive] if self.decisive.any() else agree

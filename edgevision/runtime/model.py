@@ -12,10 +12,11 @@ import numpy as np
 from ..artifact import Manifest, open_artifact, resolve_trust
 from ..artifact.signing import Trust
 from ..backends import LoadOptions, Runner, get_backend
+from ..batching import run_batched
 from ..diagnostics import translated
 from ..errors import ArtifactError, InputError
 from ..preprocess import preprocess, preprocess_batch
-from .scores import Prediction, softmax, topk
+from .prediction import Prediction, topk
 
 if TYPE_CHECKING:
     from ..stream import Stream
@@ -73,7 +74,7 @@ class Model:
         if len(batch) % step:
             raise InputError(f"batch of {len(batch)} does not divide into the artifact's fixed batch {step}",
                              "compile with --dynamic-batch for arbitrary batch sizes")
-        return np.concatenate([self._run_one(batch[i:i + step]) for i in range(0, len(batch), step)])
+        return run_batched(self._run_one, batch, step)
 
     def _run_one(self, batch: np.ndarray) -> np.ndarray:
         runner = self.runner

@@ -6,15 +6,15 @@
         print(result.frame_index, result.predictions[0].label, result.timings["infer"])
     stats = model.stream("clip.mp4").run()   # or consume everything and get StreamStats
 """
-from .channel import Channel, Closed
+from .channel import Channel, ChannelPolicy, Closed
 from .overlay import draw_overlay
 from .result import StreamResult
 from .runner import Stream
 from .sinks import CallbackSink, DisplaySink, JsonLinesSink, Sink, StopStream, VideoSink
 from .smoothing import EmaSmoother
-from .sources import CameraOptions, ReconnectPolicy, SourceSpec, describe_source
-from .stats import Latency, StreamStats
+from .sources import CameraOptions, ReconnectPolicy, SourceKind, SourceSpec, describe_source
+from .stats import Latency, StopReason, StreamStats
 
-__all__ = ["CallbackSink", "CameraOptions", "Channel", "Closed", "DisplaySink", "EmaSmoother", "JsonLinesSink",
-           "Latency", "ReconnectPolicy", "Sink", "SourceSpec", "StopStream", "Stream", "StreamResult",
-           "StreamStats", "VideoSink", "describe_source", "draw_overlay"]
+__all__ = ["CallbackSink", "CameraOptions", "Channel", "ChannelPolicy", "Closed", "DisplaySink", "EmaSmoother",
+           "JsonLinesSink", "Latency", "ReconnectPolicy", "Sink", "SourceKind", "SourceSpec", "StopReason",
+           "StopStream", "Stream", "StreamResult", "StreamStats", "VideoSink", "describe_source", "draw_overlay"]

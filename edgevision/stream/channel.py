@@ -10,7 +10,16 @@ import collections
 import threading
 from typing import Generic, TypeVar
 
+from ..enums import StrEnum
+
 T = TypeVar("T")
+
+
+class ChannelPolicy(StrEnum):
+    """What ``put`` does when the channel is full."""
+
+    BLOCK = "block"  # the producer waits: nothing is lost
+    LATEST = "latest"  # the oldest waiting item is overwritten and counted as dropped
 
 
 class Closed(Exception):
@@ -18,11 +27,11 @@ class Closed(Exception):
 
 
 class Channel(Generic[T]):
-    def __init__(self, capacity: int, policy: str = "block") -> None:
-        if capacity < 1 or policy not in ("block", "latest"):
+    def __init__(self, capacity: int, policy: ChannelPolicy | str = ChannelPolicy.BLOCK) -> None:
+        if capacity < 1 or policy not in {p.value for p in ChannelPolicy}:
             raise ValueError(f"bad channel capacity {capacity} or policy {policy!r}")
         self.capacity = capacity
-        self.policy = policy
+        self.policy = ChannelPolicy(policy)
         self._items: collections.deque[T] = collections.deque()
         self._cond = threading.Condition()
         self._closed = False
@@ -32,7 +41,7 @@ class Channel(Generic[T]):
         with self._cond:
             dropped = 0
             while len(self._items) >= self.capacity and not self._closed:
-                if self.policy == "latest":
+                if self.policy == ChannelPolicy.LATEST:
                     self._items.popleft()
                     dropped += 1
                 else:

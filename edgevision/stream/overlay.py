@@ -5,7 +5,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..runtime.model import Prediction
+from ..runtime.prediction import Prediction
 
 TEXT = (255, 255, 255)
 SHADE = (0, 0, 0)

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ..runtime.model import Prediction
+from ..runtime.prediction import Prediction
 from .overlay import draw_overlay
 
 

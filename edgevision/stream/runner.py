@@ -27,14 +27,14 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 import numpy as np
 
 from ..errors import EdgevisionError
-from ..runtime.scores import Prediction, probabilities, topk_from_probs
-from .channel import Channel, Closed
+from ..runtime.prediction import Prediction, probabilities, topk_from_probs
+from .channel import Channel, ChannelPolicy, Closed
 from .result import StreamResult
 from .sinks import CallbackSink, Sink, StopStream
 from .smoothing import EmaSmoother
-from .sources import CameraOptions, Frame, FrameSource, ReconnectPolicy, describe_source, open_source, \
-    wait_for_reconnect
-from .stats import StatsRecorder, StreamStats
+from .sources import CameraOptions, Frame, FrameSource, ReconnectPolicy, SourceKind, describe_source, \
+    open_source, wait_for_reconnect
+from .stats import StatsRecorder, StopReason, StreamStats
 
 if TYPE_CHECKING:
     from ..runtime.model import Model
@@ -85,7 +85,7 @@ class Stream:
             self.add_sink(sink)
         self.source: FrameSource = opened or open_source(self.spec, camera, open_timeout_s, read_timeout_s)
         if self.live:
-            self._frames: Channel[_Captured] = Channel(1, "latest")
+            self._frames: Channel[_Captured] = Channel(1, ChannelPolicy.LATEST)
             self._tensors: Channel[tuple[_Captured, np.ndarray, float]] = Channel(1)
             self._results: Channel[tuple[_Captured, np.ndarray, float, float]] = Channel(1)
         else:
@@ -116,7 +116,7 @@ class Stream:
 
         path = getattr(sink, "path", None)
         if path is not None:
-            source = self.spec.target if self.spec.kind in ("file", "fifo") else None
+            source = self.spec.target if self.spec.kind in (SourceKind.FILE, SourceKind.FIFO) else None
             refuse_overwriting_inputs({f"{type(sink).__name__} output": path},
                                       {"the stream's source": source, "the artifact": getattr(self.model, "path", None)})
         self.sinks.append(sink if hasattr(sink, "write") else CallbackSink(sink))  # type: ignore[arg-type]
@@ -163,26 +163,26 @@ class Stream:
                     for sink in self.sinks:
                         sink.write(result)
                 except StopStream:
-                    self._recorder.stop_reason = "stopped"
+                    self._recorder.stop_reason = StopReason.STOPPED
                     yield result
                     break
                 yield result
                 if self.max_frames is not None and delivered >= self.max_frames:
-                    self._recorder.stop_reason = "max_frames"
+                    self._recorder.stop_reason = StopReason.MAX_FRAMES
                     break
             failed = False
         except KeyboardInterrupt:
-            self._recorder.stop_reason = "interrupted"
+            self._recorder.stop_reason = StopReason.INTERRUPTED
             failed = False
             raise
         except GeneratorExit:
-            if self._recorder.stop_reason == "running":
-                self._recorder.stop_reason = "stopped"
+            if self._recorder.stop_reason == StopReason.RUNNING:
+                self._recorder.stop_reason = StopReason.STOPPED
             failed = False
             raise
         finally:
-            if failed and self._recorder.stop_reason == "running":
-                self._recorder.stop_reason = "error"
+            if failed and self._recorder.stop_reason == StopReason.RUNNING:
+                self._recorder.stop_reason = StopReason.ERROR
             self._shutdown(failed)
 
     def _start_threads(self) -> None:
@@ -211,7 +211,7 @@ class Stream:
         try:
             while not self._stop.is_set():
                 if not self.live and self.max_frames is not None and index >= self.max_frames:
-                    self._recorder.stop_reason = "max_frames"
+                    self._recorder.stop_reason = StopReason.MAX_FRAMES
                     break
                 started = time.perf_counter()
                 frame = self.source.read()
@@ -220,7 +220,8 @@ class Stream:
                 if frame is None:
                     if self._stop.is_set():
                         break
-                    if self.live and self.spec.kind != "images" and self.reconnect.attempts > 0:
+                    reconnectable = self.live and self.spec.kind != SourceKind.IMAGES  # an image folder just ends
+                    if reconnectable and self.reconnect.attempts > 0:
                         log.warning("%s stopped delivering frames; reconnecting", self.spec.name)
                         self._last_activity = float("inf")  # reconnecting is bounded by its own policy
                         if wait_for_reconnect(self.source, self.reconnect, self._stop):
@@ -228,8 +229,8 @@ class Stream:
                             self._last_activity = time.perf_counter()
                             continue
                         self._last_activity = time.perf_counter()
-                    reason = "disconnected" if self.live and self.spec.kind != "images" else "eof"
-                    if self._recorder.stop_reason == "running":
+                    reason = StopReason.DISCONNECTED if reconnectable else StopReason.EOF
+                    if self._recorder.stop_reason == StopReason.RUNNING:
                         self._recorder.stop_reason = reason
                     break
                 item = _Captured(frame, index, time.time(), read_at, read_at - started)
@@ -275,7 +276,7 @@ class Stream:
                 idle = time.perf_counter() - self._last_activity
                 if self.live and idle > self.stall_timeout_s:
                     log.warning("%s delivered no frame for %.0f s; stopping", self.spec.name, idle)
-                    self._recorder.stop_reason = "stalled"
+                    self._recorder.stop_reason = StopReason.STALLED
                     return None
 
     def _postprocess(self, item: _Captured, logits: np.ndarray, preprocess_s: float,
@@ -333,8 +334,8 @@ class Stream:
         if generator is not None:
             generator.close()  # type: ignore[attr-defined]  # runs _iterate's shutdown
         if not self._closed:  # never iterated, or iter() called without next()
-            if self._recorder.stop_reason == "running":
-                self._recorder.stop_reason = "stopped"
+            if self._recorder.stop_reason == StopReason.RUNNING:
+                self._recorder.stop_reason = StopReason.STOPPED
             self._shutdown(failed=False)
 
     def __del__(self) -> None:

@@ -20,6 +20,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from ..enums import StrEnum
 from ..errors import InputError
 from ..samples import IMAGE_SUFFIXES
 
@@ -57,16 +58,31 @@ class ReconnectPolicy:
             delay *= self.backoff
 
 
+class SourceKind(StrEnum):
+    CAMERA = "camera"  # an index or /dev/videoN
+    FILE = "file"  # a video file
+    IMAGES = "images"  # an image, a folder of images or a glob
+    URL = "url"  # rtsp://, http://, ...
+    FIFO = "fifo"  # a named pipe another program writes video into
+
+
+# Sources that produce frames whether or not we keep up: by default they drop stale frames.
+LIVE_KINDS = frozenset({SourceKind.CAMERA, SourceKind.URL, SourceKind.FIFO})
+
+
 @dataclass(frozen=True)
 class SourceSpec:
-    kind: str  # camera, file, images, url, fifo
+    kind: SourceKind
     target: Any  # what OpenCV opens: int index, path string, URL, or a list of image paths
     name: str  # for messages and logs
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", SourceKind(self.kind))  # "camera" given as a string is accepted
 
     @property
     def live(self) -> bool:
         """The default policy: a camera, URL or pipe produces frames whether or not we keep up."""
-        return self.kind in ("camera", "url", "fifo")
+        return self.kind in LIVE_KINDS
 
 
 @dataclass
@@ -83,33 +99,33 @@ def describe_source(source: str | int | os.PathLike[str]) -> SourceSpec:
         if sys.platform.startswith("linux") and not os.path.exists(f"/dev/video{index}"):
             raise InputError(f"camera {index} not found (/dev/video{index} does not exist)",
                              "plug in a camera or check `ls /dev/video*`; " + SOURCE_HELP)
-        return SourceSpec("camera", index, f"camera {index}")
+        return SourceSpec(SourceKind.CAMERA, index, f"camera {index}")
     text = os.fspath(source)
     if text.lower().startswith(URL_SCHEMES):
-        return SourceSpec("url", text, _redact(text))
+        return SourceSpec(SourceKind.URL, text, _redact(text))
     path = Path(text).expanduser()
     if text.startswith("/dev/video"):
         if not path.exists():
             raise InputError(f"camera {text} not found", "plug in a camera or check `ls /dev/video*`")
-        return SourceSpec("camera", str(path), text)
+        return SourceSpec(SourceKind.CAMERA, str(path), text)
     if path.exists():
         mode = path.stat().st_mode
         if stat.S_ISFIFO(mode):
-            return SourceSpec("fifo", str(path), f"pipe {path}")
+            return SourceSpec(SourceKind.FIFO, str(path), f"pipe {path}")
         if path.is_dir():
             images = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
             if not images:
                 raise InputError(f"no images (.jpg/.png) in folder {path}", SOURCE_HELP)
-            return SourceSpec("images", images, f"{len(images)} images in {path}")
+            return SourceSpec(SourceKind.IMAGES, images, f"{len(images)} images in {path}")
         if path.suffix.lower() in IMAGE_SUFFIXES:
-            return SourceSpec("images", [path], str(path))
-        return SourceSpec("file", str(path), str(path))
+            return SourceSpec(SourceKind.IMAGES, [path], str(path))
+        return SourceSpec(SourceKind.FILE, str(path), str(path))
     if glob.has_magic(text):
         matches = sorted(Path(p) for p in glob.glob(os.path.expanduser(text), recursive=True))
         images = [p for p in matches if p.suffix.lower() in IMAGE_SUFFIXES]
         if not images:
             raise InputError(f"no images match {text}", SOURCE_HELP)
-        return SourceSpec("images", images, f"{len(images)} images matching {text}")
+        return SourceSpec(SourceKind.IMAGES, images, f"{len(images)} images matching {text}")
     raise InputError(f"source {text} not found", SOURCE_HELP)
 
 
@@ -178,7 +194,7 @@ class VideoCaptureSource(FrameSource):
         self.read_timeout_s = read_timeout_s
         self._cap: Any = None
         # Stream position (PTS) for files, URLs and pipes; a camera's clock is not comparable.
-        self._media_time = spec.kind != "camera"
+        self._media_time = spec.kind != SourceKind.CAMERA
         if not self._open():
             raise InputError(f"cannot open {spec.name}", self._open_hint())
 
@@ -190,11 +206,11 @@ class VideoCaptureSource(FrameSource):
         return value if 0 < value < 1000 else None
 
     def _open_hint(self) -> str:
-        return {"camera": "check that no other program uses it and that you may read it (group video)",
-                "file": "check that it is a video OpenCV's FFmpeg can decode",
-                "url": "check the address, credentials and network; the stream did not answer in "
+        return {SourceKind.CAMERA: "check that no other program uses it and that you may read it (group video)",
+                SourceKind.FILE: "check that it is a video OpenCV's FFmpeg can decode",
+                SourceKind.URL: "check the address, credentials and network; the stream did not answer in "
                        f"{self.open_timeout_s:g} s",
-                "fifo": f"start the program that writes video into it; none arrived within {self.open_timeout_s:g} s "
+                SourceKind.FIFO: f"start the program that writes video into it; none arrived within {self.open_timeout_s:g} s "
                         "(--open-timeout)",
                 }.get(self.spec.kind, SOURCE_HELP)
 
@@ -204,11 +220,11 @@ class VideoCaptureSource(FrameSource):
         kind, target = self.spec.kind, self.spec.target
         timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(self.open_timeout_s * 1000),
                     cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.read_timeout_s * 1000)]
-        if kind == "camera":
+        if kind == SourceKind.CAMERA:
             cap = cv2.VideoCapture(target, cv2.CAP_ANY)
             if cap.isOpened():
                 self._configure_camera(cap)
-        elif kind == "fifo":
+        elif kind == SourceKind.FIFO:
             cap = _open_fifo(target, self.open_timeout_s, timeouts)
         else:
             cap = cv2.VideoCapture(target, cv2.CAP_FFMPEG, timeouts)
@@ -309,7 +325,7 @@ def _open_fifo(path: str, timeout_s: float, timeouts: list[int]) -> Any:
 
 def open_source(spec: SourceSpec, camera: CameraOptions | None = None, open_timeout_s: float = 5.0,
                 read_timeout_s: float = 10.0) -> FrameSource:
-    if spec.kind == "images":
+    if spec.kind == SourceKind.IMAGES:
         return ImageSource(spec)
     return VideoCaptureSource(spec, camera, open_timeout_s, read_timeout_s)
 

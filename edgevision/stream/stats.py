@@ -9,8 +9,23 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..enums import StrEnum
+
 STAGES = ("capture", "preprocess", "infer", "postprocess")
 WINDOW = 10_000  # latency samples kept per stage: percentiles describe the last ~5 minutes at 30 fps
+
+
+class StopReason(StrEnum):
+    """Why a stream ended (``StreamStats.stop_reason``; written as its value in --stats-json)."""
+
+    RUNNING = "running"  # not ended yet
+    EOF = "eof"  # a file or an image folder ran out
+    MAX_FRAMES = "max_frames"
+    DISCONNECTED = "disconnected"  # a live source stopped and reconnecting failed
+    STALLED = "stalled"  # a live source delivered nothing for stall_timeout_s
+    INTERRUPTED = "interrupted"  # Ctrl-C
+    STOPPED = "stopped"  # the caller stopped it: a sink's StopStream, break, close()
+    ERROR = "error"
 
 
 @dataclass(frozen=True)
@@ -42,7 +57,7 @@ class StreamStats:
     fps: float  # end to end: frames / duration_s
     model_fps: float  # 1 / mean inference time: what the network alone could do
     reconnects: int
-    stop_reason: str  # running, eof, max_frames, disconnected, stalled, interrupted, stopped, error
+    stop_reason: StopReason
     stages: dict[str, Latency] = field(default_factory=dict)  # capture, preprocess, infer, postprocess
     latency: Latency = Latency(0.0, 0.0, 0.0, 0.0)  # frame read -> result delivered (end to end)
 
@@ -76,7 +91,7 @@ class StatsRecorder:
         self.frames = self.captured = self.dropped = self.reconnects = 0
         self.started: float | None = None
         self.last_result: float | None = None
-        self.stop_reason = "running"
+        self.stop_reason = StopReason.RUNNING
 
     def start(self) -> None:
         self.started = time.perf_counter()
@@ -105,7 +120,7 @@ class StatsRecorder:
 
     def snapshot(self) -> StreamStats:
         with self._lock:
-            end = self.last_result if self.stop_reason != "running" and self.last_result else time.perf_counter()
+            end = self.last_result if self.stop_reason != StopReason.RUNNING and self.last_result else time.perf_counter()
             duration = max(end - self.started, 0.0) if self.started is not None else 0.0
             stages = {stage: Latency.of(list(s)) for stage, s in self._samples.items()}
             infer_mean = stages["infer"].mean

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,7 +9,8 @@ from ..console import Console
 from ..validate import non_negative_int, positive_int
 
 if TYPE_CHECKING:
-    from ...bench import BenchReport, Candidate, RowResult
+    from ...bench import BenchReport, RowResult
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -52,126 +51,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
-def parse_targets(text: str) -> list[tuple[str, str | None]]:
-    from ...errors import InputError
-
-    wanted: list[tuple[str, str | None]] = []
-    for item in (t.strip() for t in text.split(",")):
-        if not item:
-            continue
-        name, _, precision = item.partition(":")
-        if precision and precision not in ("fp32", "fp16", "bf16", "int8"):
-            raise InputError(f"precision {precision!r} in --targets {item!r} is unknown",
-                             "use TARGET or TARGET:fp32|fp16|bf16|int8")
-        wanted.append((name, precision or None))
-    if not wanted:
-        raise InputError(f"--targets {text!r} names no target", "write e.g. --targets onnxruntime-cpu,intel-cpu:bf16")
-    return wanted
-
-
-def runnable_targets() -> list[str]:
-    """Every target this host can compile for and run, aliases (same backend, device, options) once."""
-    from ...backends import get_backend
-    from ...errors import EdgevisionError
-    from ...targets import available_targets
-
-    names, seen = [], set()
-    for name, target in sorted(available_targets().items()):
-        if target.arch != platform.machine():
-            continue  # another device's target (even with a portable payload): name it to bench it here
-        try:
-            backend = get_backend(target.backend)
-            ok = backend.is_available() and not backend.compile_requirements(target) and backend.can_run(target)[0]
-        except EdgevisionError:
-            ok = False
-        key = (target.backend, target.device, target.arch, json.dumps(target.options, sort_keys=True))
-        if ok and key not in seen:
-            seen.add(key)
-            names.append(name)
-    return names
-
-
-def compile_candidates(args: argparse.Namespace, console: Console) -> tuple[list["Candidate"], list["RowResult"]]:
-    """Compile the requested targets; a target that cannot run here becomes a skipped row, not an error."""
-    from ...backends import get_backend
-    from ...bench import Candidate, RowResult
-    from ...bench.artifacts import ensure_compiled, model_slug
-    from ...remote import RemoteDevice
-    from ...errors import EdgevisionError
-    from ...targets import get_target
-    from .compile import parse_options
-
-    options = parse_options(args.option)
-    endpoint = RemoteDevice.parse(args.rpc, args.key) if args.rpc else None
-    text = args.targets or "auto"
-    wanted: list[tuple[str, str | None]] = []
-    for name, precision in parse_targets(text):
-        wanted += [(n, precision) for n in runnable_targets()] if name == "auto" else [(name, precision)]
-    candidates: list[Candidate] = []
-    unrunnable: list[RowResult] = []
-    done: set[tuple[str, str]] = set()
-    for name, precision in wanted:
-        target = get_target(name)
-        precision = precision or target.default_precision
-        if (target.name, precision) in done:
-            continue
-        done.add((target.name, precision))
-        label = f"{target.name} {precision}"
-        backend = get_backend(target.backend)
-        remote = endpoint is not None and backend.remote_timing is not None
-        ok, why = (True, "") if remote else backend.can_run(target)
-        if not ok:
-            if backend.remote_timing is not None:
-                why += "; time it on the board with --rpc HOST:PORT --key KEY"
-            unrunnable.append(RowResult(label=label, kind="artifact", device="this host", status="skipped",
-                                        reason=f"not runnable here: {why}", target=target.name,
-                                        backend=target.backend, precision=precision))
-            continue
-        try:
-            with console.status(f"compiling {model_slug(args.model)} for {target.name} ({precision})") as step:
-                out = ensure_compiled(args.model, target.name, precision, args.out, reuse=args.reuse,
-                                      threads=args.threads, options=options, progress=step)
-        except EdgevisionError as err:
-            # The target cannot take this model (an operator, the accuracy gate): a result, not a crash.
-            unrunnable.append(RowResult(label=label, kind="artifact", device="this host", status="unsupported",
-                                        reason=f"compile failed: {err}", target=target.name,
-                                        backend=target.backend, precision=precision))
-            continue
-        candidates.append(Candidate.remote(out, endpoint) if remote else Candidate.for_artifact(out, label))
-    return candidates, unrunnable
-
-
-def artifact_candidates(args: argparse.Namespace) -> list["Candidate"]:
-    import platform
-
-    from ...artifact import read_manifest
-    from ...backends import get_backend
-    from ...bench import Candidate
-    from ...remote import RemoteDevice
-    from ...errors import EdgevisionError
-
-    endpoint = RemoteDevice.parse(args.rpc, args.key) if args.rpc else None
-    found = []
-    for path in args.artifacts:
-        remote = False
-        if endpoint is not None:
-            try:
-                m = read_manifest(path)
-                remote = get_backend(m.backend).remote_timing is not None and m.target.arch != platform.machine()
-            except EdgevisionError:
-                pass  # the row reports the broken artifact
-        found.append(Candidate.remote(path, endpoint) if remote else Candidate.for_artifact(path))
-    return found
-
-
 def run(args: argparse.Namespace, console: Console) -> int:
-    from ...bench import BenchSettings, Candidate, run_benchmark
+    from ...artifact import read_manifest
+    from ...bench import BenchSettings, run_benchmark
     from ...bench.hostinfo import cpus_available
+    from ...bench.plan import plan_benchmark
+    from ...bench.results import RowStatus
     from ...bench.session import check_settings
     from ...errors import InputError
-
-    from ...artifact import read_manifest
     from ...files import refuse_overwriting_inputs
+    from ...remote import RemoteDevice
+    from .compile import parse_options
 
     if args.key and not args.rpc:
         raise InputError("--key names a board behind a TVM RPC tracker", "also pass --rpc HOST:PORT")
@@ -183,18 +73,15 @@ def run(args: argparse.Namespace, console: Console) -> int:
                              threads=args.threads or cpus_available(), parallel_requests=args.parallel,
                              stream_source=None if args.no_stream else args.source, stream_frames=args.frames)
     check_settings(settings)  # before minutes of compiling
-    candidates = artifact_candidates(args)
-    unrunnable = []
-    if args.targets or not args.artifacts:
-        compiled, unrunnable = compile_candidates(args, console)
-        candidates += compiled
-    if args.torch:
-        candidates.insert(0, Candidate.torch_eager(args.model))
-    if not candidates and not unrunnable:
-        raise InputError("nothing to measure", "pass artifact files or --targets")
+    endpoint = RemoteDevice.parse(args.rpc, args.key) if args.rpc else None
+    compiles = bool(args.targets or not args.artifacts)
+    plan = plan_benchmark(args.artifacts, targets=args.targets, model=args.model, out_dir=args.out,
+                          reuse=args.reuse, threads=args.threads,
+                          options=parse_options(args.option) if compiles else None, endpoint=endpoint,
+                          torch=args.torch, status=console.status)
     with console.status("benchmarking") as step:
-        report = run_benchmark(candidates, settings, progress=step)
-    report.rows += unrunnable
+        report = run_benchmark(plan.candidates, settings, progress=step)
+    report.rows += plan.unrunnable
     show(report, console)
     if args.json:
         report.write_json(args.json)
@@ -204,7 +91,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
         plot_fps(report, args.plot)
         console.print(f"wrote {args.plot}")
-    failed = [r for r in report.rows if r.status == "failed"]
+    failed = [r for r in report.rows if r.status == RowStatus.FAILED]
     if failed:
         first = failed[0]
         console.error(f"{len(failed)} of {len(report.rows)} rows failed ({first.label}: {first.reason}) — "
@@ -226,6 +113,8 @@ def _precision(row: "RowResult") -> str:
 
 
 def show(report: "BenchReport", console: Console) -> None:
+    from ...bench.results import RowStatus
+
     s, h = report.settings, report.host
     base = report.baseline()
     base_fps = base.model_only.throughput_fps if base else None
@@ -259,9 +148,9 @@ def show(report: "BenchReport", console: Console) -> None:
                       ["row", "FPS", "frames", "dropped", "seconds", "capture p50 ms", "preprocess p50 ms",
                        "infer p50 ms", "peak RSS MB"], e2e_rows)
     for r in report.rows:
-        if r.status != "ok" and r.reason:
+        if r.status != RowStatus.OK and r.reason:
             console.print(f"{r.label}: {r.status} — {r.reason}")
-        elif r.end_to_end_note and r.status == "ok" and s.stream_source is not None:
+        elif r.end_to_end_note and r.status == RowStatus.OK and s.stream_source is not None:
             console.print(f"{r.label}: end to end {r.end_to_end_note}")
     libs = ", ".join(f"{k} {v}" for k, v in sorted(h.libraries.items()))
     console.print(f"host: {h.cpu_model} ({h.machine}), {h.cpus_available} of {h.logical_cpus} CPUs usable, "
