@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 
 VENVS = Path("opt/venvs")
 STAMP = ".edgevision-complete"
+# Another wheel's venv is deleted only when unused this long: two checkouts (two test runs, a lead and
+# a helper) with different wheels each keep theirs, and a cache of old wheels' venvs does not grow.
+STALE_AFTER_S = 6 * 3600
 # Raspberry Pi OS / Debian bookworm: glibc 2.36, CPython 3.11. OpenVINO publishes manylinux_2_35 only.
 PLATFORMS = ("manylinux_2_36_aarch64", "manylinux_2_35_aarch64", "manylinux_2_28_aarch64", "manylinux2014_aarch64")
 PYTHON_VERSION = "3.11"
@@ -171,6 +175,7 @@ def ensure_device_env(sysroot: Sysroot, extra: str, wheel: Path | None = None) -
     root = venvs / f"{extra}-{key}"
     env = DeviceEnv(root, extra, wheel.name)
     if (root / STAMP).is_file():
+        os.utime(root / STAMP)  # in use: not stale for another checkout
         return env
     venvs.mkdir(parents=True, exist_ok=True)
     # Built beside its final place and renamed at the end: an interrupted install leaves no half venv.
@@ -190,7 +195,9 @@ def ensure_device_env(sysroot: Sysroot, extra: str, wheel: Path | None = None) -
     finally:
         shutil.rmtree(work, ignore_errors=True)
     for old in venvs.glob(f"{extra}-*"):
-        stale = old != root and len(old.name) == len(root.name) and (old / STAMP).is_file()
+        stamp = old / STAMP
+        stale = old != root and len(old.name) == len(root.name) and stamp.is_file() and \
+            time.time() - stamp.stat().st_mtime > STALE_AFTER_S
         if stale:
             shutil.rmtree(old, ignore_errors=True)  # a previous wheel's venv of this extra
     log.info("device venv for edgevision[%s]: %s (%.0f MB)", extra, root, env.size_bytes() / 1e6)
