@@ -61,6 +61,8 @@ class Candidate:
 
 def times_over_rpc(backend: str) -> bool:
     """Whether ``--rpc`` can time this backend's artifacts on a remote board (its ``remote_timing``)."""
+    from ..backends import get_backend
+
     try:
         return get_backend(backend).remote_timing is not None
     except EdgevisionError:
