@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
+from reliability_models import MODELS
 
 ITERATIONS, WARMUP, ROUNDS, FRAMES = 12, 2, 3, 50
+TINY = f"{MODELS}:tiny"  # a small random convnet: compiles in seconds
 
 
 @pytest.fixture(scope="module")
@@ -171,6 +173,8 @@ def test_targets_reuse_compiled_artifacts_and_skip_what_cannot_run(ort_artifact:
     (["--key", "rpi4"], "--rpc HOST:PORT"),
     (["--rpc", "nohost", "--targets", "rpi4"], "is not HOST:PORT"),
     (["--targets", "intel-cpu:int4"], "precision 'int4'"),
+    (["--precisions", "fp32,int4"], "precision 'int4' in --precisions"),
+    (["some.evpkg", "--precisions", "int8"], "--precisions applies to compiled --targets"),
 ])
 def test_mistakes_are_one_line_errors(args: list[str], message: str, tmp_path: Path) -> None:
     result = run_cli("bench", *args, "--out", str(tmp_path), timeout=120)
@@ -203,6 +207,24 @@ def test_planning_turns_unrunnable_targets_into_rows_without_compiling(tmp_path:
     assert "--rpc HOST:PORT" in plan.unrunnable[1].reason and not list(tmp_path.iterdir())
     with pytest.raises(InputError, match="names no target"):
         plan_benchmark([], targets=" , ", out_dir=tmp_path)
+    # --precisions: each target at each precision, an explicit :PRECISION kept as written
+    plan = plan_benchmark([], targets="intel-gpu,rpi4:int8", out_dir=tmp_path, precisions=("fp32", "int8"))
+    assert [r.label for r in plan.unrunnable] == ["intel-gpu fp32", "intel-gpu int8", "rpi4 int8"]
+    assert not list(tmp_path.iterdir())
+
+
+def test_precisions_measures_each_precision_side_by_side_each_gated(tmp_path: Path) -> None:
+    """`bench --precisions fp32,int8` compiles the model at both, gates both, times both in one run."""
+    report = tmp_path / "b.json"
+    result = run_cli("bench", "--model", TINY, "--targets", "onnxruntime-cpu", "--precisions", "fp32,int8",
+                     "--out", str(tmp_path), "-n", "5", "--warmup", "1", "--rounds", "2", "--no-stream",
+                     "--json", str(report), timeout=900)
+    assert result.returncode == 0, result.stderr
+    rows = _rows(json.loads(report.read_text()))
+    for label in ("onnxruntime-cpu fp32", "onnxruntime-cpu int8"):
+        assert rows[label]["status"] == "ok" and rows[label]["accuracy"]["passed"], rows[label]
+        assert rows[label]["model_only"]["latency"]["mean_ms"] > 0
+    assert rows["onnxruntime-cpu int8"]["precision"] == "int8"
 
 
 def test_a_row_whose_worker_fails_is_marked_and_stopped() -> None:

@@ -44,6 +44,17 @@ def parse_targets(text: str) -> list[tuple[str, str | None]]:
     return wanted
 
 
+def parse_precisions(text: str | None) -> tuple[str, ...]:
+    """``--precisions fp32,int8``: every precision to measure each target at (a ``:PRECISION`` in
+    --targets still wins for that target). Empty: each target's default precision."""
+    chosen = tuple(dict.fromkeys(p.strip() for p in (text or "").split(",") if p.strip()))
+    unknown = [p for p in chosen if p not in PRECISIONS]
+    if unknown:
+        raise InputError(f"precision {unknown[0]!r} in --precisions is unknown",
+                         f"use a comma-separated list of {', '.join(PRECISIONS)}")
+    return chosen
+
+
 def runnable_targets() -> list[str]:
     """Every target this host can compile for and run, aliases (same backend, device, options) once."""
     from ..backends import get_backend
@@ -90,14 +101,17 @@ def _logged_status(first: str) -> Iterator[Progress]:
 
 def target_candidates(targets: str, model: str | None, out_dir: Path, *, reuse: bool = False,
                       threads: int | None = None, options: dict[str, str] | None = None,
-                      endpoint: RemoteDevice | None = None, status: Status = _logged_status) -> BenchPlan:
-    """Compile (or reuse) the requested targets; a target that cannot run here becomes a skipped row."""
+                      endpoint: RemoteDevice | None = None, precisions: Sequence[str] = (),
+                      status: Status = _logged_status) -> BenchPlan:
+    """Compile (or reuse) the requested targets, each at ``precisions`` (default: its own); a target
+    that cannot run here, or cannot take a precision, becomes a row saying so."""
     from ..backends import get_backend
     from ..targets import get_target
 
     wanted: list[tuple[str, str | None]] = []
     for name, precision in parse_targets(targets):
-        wanted += [(n, precision) for n in runnable_targets()] if name == "auto" else [(name, precision)]
+        names = runnable_targets() if name == "auto" else [name]
+        wanted += [(n, p) for n in names for p in ([precision] if precision or not precisions else precisions)]
     plan = BenchPlan()
     done: set[tuple[str, str]] = set()
     for name, precision in wanted:
@@ -133,13 +147,14 @@ def target_candidates(targets: str, model: str | None, out_dir: Path, *, reuse: 
 def plan_benchmark(artifacts: Sequence[Path], *, targets: str | None = None, model: str | None = None,
                    out_dir: Path = Path("out/bench"), reuse: bool = False, threads: int | None = None,
                    options: dict[str, str] | None = None, endpoint: RemoteDevice | None = None,
-                   torch: bool = False, status: Status = _logged_status) -> BenchPlan:
+                   torch: bool = False, precisions: Sequence[str] = (),
+                   status: Status = _logged_status) -> BenchPlan:
     """The rows of ``edgevision bench``: the artifacts, then the targets (``auto`` when no artifact is
     given), with the torch eager baseline first when asked for."""
     plan = BenchPlan(candidates=artifact_candidates(artifacts, endpoint))
     if targets or not artifacts:
         compiled = target_candidates(targets or "auto", model, out_dir, reuse=reuse, threads=threads,
-                                     options=options, endpoint=endpoint, status=status)
+                                     options=options, endpoint=endpoint, precisions=precisions, status=status)
         plan.candidates += compiled.candidates
         plan.unrunnable = compiled.unrunnable
     if torch:

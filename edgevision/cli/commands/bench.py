@@ -22,6 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="model to compile for --targets (default: EfficientNet-Lite0)")
     p.add_argument("--targets", help="comma-separated TARGET[:PRECISION] to compile and measure; 'auto' = every "
                                      "target this host can run (default when no ARTIFACT is given)")
+    p.add_argument("--precisions", metavar="LIST",
+                   help="compile and measure each target at every one of these (e.g. fp32,bf16,int8), side by "
+                        "side; each is gated; a precision the target cannot take is a row saying why")
     p.add_argument("--out", type=Path, default=Path("out/bench"), help="folder for compiled artifacts")
     p.add_argument("--reuse", action="store_true",
                    help="reuse artifacts already in --out (checked by target and precision, not by model)")
@@ -67,6 +70,12 @@ def run(args: argparse.Namespace, console: Console) -> int:
         raise InputError("--key names a board behind a TVM RPC tracker", "also pass --rpc HOST:PORT")
     refuse_overwriting_inputs({"--json": args.json, "--plot": args.plot},
                               {f"artifact {i + 1}": path for i, path in enumerate(args.artifacts)})
+    from ...bench.plan import parse_precisions
+
+    precisions = parse_precisions(args.precisions)  # before minutes of compiling
+    if precisions and args.artifacts and not args.targets:
+        raise InputError("--precisions applies to compiled --targets, not to artifact files",
+                         "add --targets (e.g. --targets intel-cpu) or drop --precisions")
     for path in args.artifacts:
         read_manifest(path)  # a missing or broken artifact is one line now, not a failed row minutes later
     settings = BenchSettings(warmup=args.warmup, iterations=args.iterations, rounds=args.rounds, batch=args.batch,
@@ -78,7 +87,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     plan = plan_benchmark(args.artifacts, targets=args.targets, model=args.model, out_dir=args.out,
                           reuse=args.reuse, threads=args.threads,
                           options=parse_options(args.option) if compiles else None, endpoint=endpoint,
-                          torch=args.torch, status=console.status)
+                          torch=args.torch, precisions=precisions, status=console.status)
     with console.status("benchmarking") as step:
         report = run_benchmark(plan.candidates, settings, progress=step)
     report.rows += plan.unrunnable
