@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -22,16 +21,8 @@ import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+sys.path.insert(0, str(REPO))
+from edgevision.bench.hostinfo import cpu_model  # noqa: E402
 
 
 def main() -> None:
@@ -51,7 +42,7 @@ def main() -> None:
     with zipfile.ZipFile(out) as zf:
         manifest = json.loads(zf.read("manifest.json"))
     auto = manifest["payload"]["precision_auto"]
-    print(f"EfficientNet-Lite0, {args.target}, {cpu_name()} ({os.cpu_count()} CPUs); {auto['timing']}")
+    print(f"EfficientNet-Lite0, {args.target}, {cpu_model()} ({os.cpu_count()} CPUs); {auto['timing']}")
     print(f"{'precision':10s} {'ran as':8s} {'gate':5s} {'latency':>10s} {'vs fp32':>8s} {'agreement':>10s} "
           f"{'all top-1':>10s} {'cosine':>8s}")
     for row in auto["candidates"]:

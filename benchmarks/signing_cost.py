@@ -25,18 +25,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from edgevision.bench.hostinfo import cpu_model  # noqa: E402
 
 DEFAULT_ARTIFACT = REPO / "out" / "efficientnet-lite0.onnxruntime-cpu.evpkg"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> int:
@@ -81,7 +72,7 @@ def main() -> int:
                 step()
                 times[name].append((time.perf_counter() - started) * 1e3)
     size = args.artifact.stat().st_size / 1e6
-    print(f"{args.artifact.name}: {size:.1f} MB, {args.rounds} interleaved rounds, CPU: {cpu_name()}, "
+    print(f"{args.artifact.name}: {size:.1f} MB, {args.rounds} interleaved rounds, CPU: {cpu_model()}, "
           f"Python {platform.python_version()}")
     for name, values in times.items():
         print(f"  {name:15s} median {statistics.median(values):7.2f} ms  (min {min(values):.2f}, max {max(values):.2f})")

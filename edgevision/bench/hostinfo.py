@@ -33,6 +33,11 @@ def _cpuinfo() -> tuple[str, set[str]]:
     return model or platform.processor() or platform.machine(), flags
 
 
+def cpu_model() -> str:
+    """The CPU's model name, recorded beside every figure (the machine changes between sessions)."""
+    return _cpuinfo()[0]
+
+
 def _versions() -> dict[str, str]:
     found = {}
     for name in LIBRARIES:
