@@ -21,7 +21,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
-import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ import numpy as np
 from .backends import Backend, backend_names, get_backend
 from .diagnostics import summarize
 from .errors import BackendUnavailable, EdgevisionError
+from .quiet import silenced
 
 log = logging.getLogger(__name__)
 
@@ -216,35 +216,14 @@ def run_conformance(cases: Sequence[NodeCase], backends: Sequence[str] | None = 
                                      f"pip install 'edgevision[{name}]' or leave it out") from err
         start = time.perf_counter()
         for case in cases:
-            reason = _quietly(lambda: run_case(run, case, feed))
+            with silenced(log, f"{name} {case.name}", native=True, stderr=True):  # importers print their failures
+                reason = run_case(run, case, feed)
             results.append(CaseResult(name, case.op, case.name, not reason, reason))
             log.debug("%s %s: %s", name, case.name, reason or "pass")
         if progress:
             passed = sum(r.passed for r in results if r.backend == name)
             progress(f"{name}: {passed}/{len(cases)} cases passed in {time.perf_counter() - start:.1f} s")
     return results
-
-
-def _quietly(fn: Callable[[], str]) -> str:
-    """Run ``fn`` with stdout and stderr silenced, Python's and C's: importers print their failures."""
-    import contextlib
-    import io
-    import os
-    import tempfile
-
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    with tempfile.TemporaryFile() as sink, contextlib.redirect_stdout(io.StringIO()), \
-            contextlib.redirect_stderr(io.StringIO()):
-        os.dup2(sink.fileno(), 1)
-        os.dup2(sink.fileno(), 2)
-        try:
-            return fn()
-        finally:
-            for fd, copy in zip((1, 2), saved):
-                os.dup2(copy, fd)
-                os.close(copy)
 
 
 def tally(results: Iterable[CaseResult]) -> dict[str, dict[str, OpTally]]:

@@ -175,7 +175,7 @@ class TensorRTBackend(Backend):
 
     def compile(self, onnx_path: Path, target: "Target", settings: CompileSettings,
                 out_dir: Path) -> dict[str, Any]:
-        from ...artifact.package import sha256_file
+        from ...files import sha256_file
 
         model_path = out_dir / MODEL_FILE
         shutil.copyfile(onnx_path, model_path)
@@ -205,7 +205,7 @@ class TensorRTBackend(Backend):
         return True, ""
 
     def load(self, payload_dir: Path, manifest: "Manifest", options: LoadOptions) -> "TensorRTRunner":
-        from ...artifact.package import sha256_file
+        from ...files import sha256_file
         from .engine import import_cudart, import_tensorrt, load_runner
 
         # Fail first, in one line, on what the device is missing.

@@ -10,6 +10,7 @@ from ..validate import fraction, positive_int
 from ...quantize.cli import add_arguments as add_int8_arguments
 from ...quantize.cli import options_from_args as int8_options
 from .info import summary_rows
+from ...preprocess import DEFAULT_CROP_PCT
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -59,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="which output is the classifier's (default: the only one, or 'logits')")
     card.add_argument("--resize", choices=["crop", "direct", "letterbox"],
                       help="crop: short side then centre crop; direct: stretch; letterbox: keep aspect, pad")
-    card.add_argument("--crop-pct", type=float, help="crop mode: input size / short side (default 0.875)")
+    card.add_argument("--crop-pct", type=float, help=f"crop mode: input size / short side (default {DEFAULT_CROP_PCT})")
     card.add_argument("--interpolation", choices=["nearest", "bilinear", "bicubic", "area", "lanczos"])
     card.add_argument("--mean", type=_numbers, help="per-channel mean in 0-1 units, e.g. 0.485,0.456,0.406")
     card.add_argument("--std", type=_numbers, help="per-channel std in 0-1 units, e.g. 0.229,0.224,0.225")
