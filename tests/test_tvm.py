@@ -254,14 +254,15 @@ def test_bench_remote_refuses_non_tvm_artifacts(ort_artifact: Path) -> None:
 
 
 def test_a_board_that_never_comes_free_is_an_error_not_a_hang(rpi4_small: Path) -> None:
-    from edgevision.backends.tvm.emulated_board import _tracker_up, free_port
+    from edgevision.backends.tvm.emulated_board import _stop, _tracker_up, free_port
     from edgevision.errors import EdgevisionError
     from edgevision.remote import RemoteDevice, bench_remote
 
     port = free_port()
+    # Its own process group, stopped as one: killing the tracker alone left its popen worker to init.
     tracker = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1",
                                 "--port", str(port), "--port-end", str(port + 1)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         for _ in range(120):
             if _tracker_up(port):
@@ -271,8 +272,7 @@ def test_a_board_that_never_comes_free_is_an_error_not_a_hang(rpi4_small: Path) 
         with pytest.raises(EdgevisionError, match="no TVM RPC session within 3 s"):
             bench_remote(rpi4_small, RemoteDevice("127.0.0.1", port, key="rpi4", connect_timeout_s=3))
     finally:
-        tracker.kill()
-        tracker.wait()
+        _stop(tracker)
 
 
 def test_tuning_flags_map_to_options_and_bad_values_are_one_line_errors() -> None:
