@@ -20,7 +20,7 @@ from typing import Literal, Optional
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, tiny_onnx
 
 PACKAGE = REPO / "edgevision"
 TOY_DIR = REPO / "tests" / "toy_backend"
@@ -254,22 +254,6 @@ def _target_for(name: str):
     return sorted(here, key=lambda t: (t.arch != platform.machine(), bool(t.options.get("cross_compiler")), t.name))[0]
 
 
-def _tiny_onnx(path: Path) -> Path:
-    """conv -> relu -> global pool -> dense, fixed random weights, a 32x32 input and 10 classes."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    weights = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
-               for name, shape in (("w", (8, 3, 3, 3)), ("b", (8,)), ("fc", (8, 10)), ("fcb", (10,)))]
-    nodes = [helper.make_node("Conv", ["input", "w", "b"], ["c"], strides=[2, 2], pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["c"], ["r"]), helper.make_node("GlobalAveragePool", ["r"], ["p"]),
-             helper.make_node("Flatten", ["p"], ["f"]), helper.make_node("Gemm", ["f", "fc", "fcb"], ["logits"])]
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 32, 32])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], weights)
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
-    return path
-
 
 # Options that keep a contract compile small (TVM's default schedule search times candidates).
 # The toy's: not its default, so that the recorded options are seen to be the ones given.
@@ -327,7 +311,7 @@ def test_backend_contract(name: str, toy: Path, tmp_path: Path) -> None:
         return
 
     # compile, load, run: the real pipeline, then the runtime; the outputs are ONNX Runtime's on the graph
-    model = _tiny_onnx(tmp_path / "tiny.onnx")
+    model = tiny_onnx(tmp_path / "tiny.onnx")
     out = tmp_path / f"tiny.{name}.evpkg"
     result = compile_model(CompileRequest(model=str(model), target=str(TOY_TARGET) if name == "toy" else target.name, output=out,
                                           labels=[f"class {i}" for i in range(10)], gate=False,
@@ -353,7 +337,7 @@ def test_the_toy_backends_flag_reaches_the_cli_and_its_option_the_artifact(toy: 
     or mistyped --option of the plugin fails in one line before anything is written."""
     from edgevision.artifact import read_manifest
 
-    model = _tiny_onnx(tmp_path / "tiny.onnx")
+    model = tiny_onnx(tmp_path / "tiny.onnx")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(toy), str(TOY_DIR)])}
 
     def cli(*args: str) -> subprocess.CompletedProcess:

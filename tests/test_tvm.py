@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import EXAMPLES, NAIVE_TVM, run_cli, run_without_torch
+from conftest import EXAMPLES, NAIVE_TVM, run_cli, run_without_torch, tiny_onnx
 
 MOBILENET = f"{EXAMPLES / 'mobilenet_v2.py'}:mobilenet_v2"
 CAT_CLASSES = set(range(281, 286))
@@ -166,7 +166,7 @@ def test_naive_loops_are_reported_as_such(tmp_path: Path) -> None:
     gives naive loops no credit: default_schedule=off builds what untuned TVM built before."""
     from edgevision.artifact import read_manifest
 
-    model, out = _tiny_onnx(tmp_path / "tiny.onnx"), tmp_path / "naive.evpkg"
+    model, out = tiny_onnx(tmp_path / "tiny.onnx"), tmp_path / "naive.evpkg"
     result = run_cli("compile", str(model), "--target", "tvm-x86", "--option", "default_schedule=off", "-o", str(out))
     assert result.returncode == 0, result.stderr[-2000:]
     payload = read_manifest(out).payload
@@ -227,7 +227,7 @@ def test_tuning_measures_candidates_on_the_rpc_board(sysroot, tmp_path: Path) ->
     from edgevision.emulation.qemu import Emulator
     from edgevision.backends.tvm.emulated_board import emulated_board
 
-    model, log_dir, out = _tiny_onnx(tmp_path / "tiny.onnx"), tmp_path / "tuning", tmp_path / "tuned.evpkg"
+    model, log_dir, out = tiny_onnx(tmp_path / "tiny.onnx"), tmp_path / "tuning", tmp_path / "tuned.evpkg"
     with emulated_board(key="rpi4", emulator=Emulator(sysroot)) as board:
         result = run_cli("compile", str(model), "--target", "rpi4", "--tune", "4", "--tuning-log", str(log_dir), "--option", "default_schedule=off",
                          "--option", f"tune_rpc=127.0.0.1:{board.tracker_port}:rpi4", "-o", str(out), timeout=900)
@@ -293,29 +293,12 @@ def test_tuning_flags_map_to_options_and_bad_values_are_one_line_errors() -> Non
         TuningOptions.from_options({"tune_trials": 8, "tune_rpc": "localhost"})
 
 
-def _tiny_onnx(path: Path) -> Path:
-    """A real (if small) classifier graph: conv -> relu -> global pool -> dense, fixed random weights."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    weights = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
-               for name, shape in (("w", (8, 3, 3, 3)), ("b", (8,)), ("fc", (8, 10)), ("fcb", (10,)))]
-    nodes = [helper.make_node("Conv", ["input", "w", "b"], ["c"], strides=[2, 2], pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["c"], ["r"]), helper.make_node("GlobalAveragePool", ["r"], ["p"]),
-             helper.make_node("Flatten", ["p"], ["f"]), helper.make_node("Gemm", ["f", "fc", "fcb"], ["logits"])]
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 32, 32])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], weights)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    onnx.save(model, str(path))
-    return path
-
 
 @pytest.mark.slow
 def test_tiny_tuning_run_writes_a_log_that_a_later_compile_reuses(tmp_path: Path) -> None:
     from edgevision.artifact import read_manifest
 
-    model, log_dir = _tiny_onnx(tmp_path / "tiny.onnx"), tmp_path / "tuning"
+    model, log_dir = tiny_onnx(tmp_path / "tiny.onnx"), tmp_path / "tuning"
     tuned = run_cli("compile", str(model), "--target", "tvm-x86", "--tune", "4", "--tuning-log", str(log_dir), "--option", "default_schedule=off",
                     "-o", str(tmp_path / "tuned.evpkg"))
     assert tuned.returncode == 0, tuned.stderr
