@@ -33,6 +33,9 @@ from .diagnostics import summarize
 from .errors import BackendUnavailable, EdgevisionError
 from .quiet import silenced
 
+# A backend's conformance runner: an ONNX model and its input arrays in, its output arrays out.
+RunCase = Callable[[Any, Sequence[np.ndarray]], Sequence[np.ndarray]]
+
 log = logging.getLogger(__name__)
 
 # Operator -> module of onnx.backend.test.case.node that defines its cases.

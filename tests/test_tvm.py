@@ -152,13 +152,17 @@ def test_default_rpi4_artifact_is_scheduled_and_reports_its_macs(rpi4_small: Pat
     assert payload["device_check"]["passed"] and payload["device_check"]["max_abs_diff"] < 1e-4
 
 
-@pytest.mark.xfail(strict=True, reason="at 96x96 only 22 of 33 kernels found a candidate parallel and "
-                   "vectorized 4 wide in 8 samples (at 224x224: 32 of 33, 99.3% of MACs); see docs/tvm-rpi4.md")
 def test_default_rpi4_artifact_runs_90_percent_of_its_macs_in_parallel_neon_loops(rpi4_small: Path) -> None:
+    """The second pass is what gets there at 96x96: the small late feature maps rarely tile to 4-wide
+    vectors in the first 8 samples (22 of 33 kernels scheduled before it existed)."""
     from edgevision.artifact import read_manifest
 
-    kernels = read_manifest(rpi4_small).payload["kernels"]
+    payload = read_manifest(rpi4_small).payload
+    kernels, search = payload["kernels"], payload["schedule"]["sources"][0]
+    assert kernels["binary_checked"]  # the share counts only kernels whose machine code has NEON fmla/fmul
     assert kernels["share"] >= 0.90, kernels["slow_kernels"]
+    assert search["tasks_scheduled"] >= 0.9 * search["tasks"] and "tasks_resampled" in search
+    assert payload["device_check"]["passed"] and payload["device_check"]["max_abs_diff"] < 1e-4
 
 
 def test_naive_loops_are_reported_as_such(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 import numpy as np
 
 from ..errors import EdgevisionError
-from ..runtime.prediction import Prediction, probabilities, topk_from_probs
+from ..runtime.prediction import probabilities, topk_from_probs
 from .channel import Channel, ChannelPolicy, Closed
 from .result import StreamResult
 from .sinks import CallbackSink, Sink, StopStream

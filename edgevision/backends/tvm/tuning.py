@@ -14,8 +14,11 @@ from typing import Any, Callable, Iterator, Literal, Mapping
 
 from ...errors import InputError
 from ..base import option, option_names, read_options
+from ...quiet import silenced
+from .intrinsics import import_tensor_intrinsics
 
 log = logging.getLogger(__name__)
+METASCHEDULE_LOGGER = "tvm.s_tir.meta_schedule"
 
 AUTO_TRIALS = -1  # --tune without a number: DEFAULT_TRIALS_PER_TASK for every task
 DEFAULT_TRIALS_PER_TASK = 32  # ~12 min for MobileNetV2 on 2 x86 cores; gets within ~2x of ORT
@@ -133,7 +136,8 @@ def _persistent_builder(timeout_s: float, f_export: Any, on_build: Callable[[int
             if self.pool is None or self.batches % recycle_every == 0:
                 if self.pool is not None:
                     self.pool.shutdown()
-                self.pool = PopenPoolExecutor(max_workers=os.cpu_count() or 1, timeout=timeout_s)
+                self.pool = PopenPoolExecutor(max_workers=os.cpu_count() or 1, timeout=timeout_s,
+                                              initializer=import_tensor_intrinsics)
             self.batches += 1
             jobs = [(None, f_export, b.mod, b.target, _serialize_params(b.params)) for b in build_inputs]
             results = []
@@ -152,14 +156,19 @@ def _persistent_builder(timeout_s: float, f_export: Any, on_build: Callable[[int
 
 @contextlib.contextmanager
 def quiet_metaschedule() -> Iterator[None]:
-    """MetaSchedule logs every trial at INFO (with the whole TIR) to the root logger's handlers."""
-    logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    """Run MetaSchedule without it writing to the terminal. It logs every trial at INFO (with the
+    whole TIR), and each set of tuning contexts it creates adds a handler that prints to stdout (and
+    says, once, that the level it found is not INFO): create the contexts inside this block too."""
+    logger = logging.getLogger(METASCHEDULE_LOGGER)
     level = logger.level
     logger.setLevel(max(level, logging.WARNING))
     try:
-        yield
+        with silenced(log, "MetaSchedule"):
+            yield
     finally:
         logger.setLevel(level)
+        for handler in [h for h in logger.handlers if h.get_name() == f"{METASCHEDULE_LOGGER}.console"]:
+            logger.removeHandler(handler)  # it writes to the captured stdout of this block
 
 
 def progress_reporter(total: int, progress: Progress, label: str = "tuning") -> Callable[[int], None]:
@@ -198,13 +207,12 @@ def tune(mod: Any, target: Any, tuning: TuningOptions, work_dir: Path, progress:
           threads: int | None = None) -> dict[str, Any]:
     from tvm.s_tir import meta_schedule as ms
 
+    import_tensor_intrinsics()
     tasks = ms.relax_integration.extract_tasks(mod, target)
     if tuning.trials == AUTO_TRIALS:
         per_task, total = DEFAULT_TRIALS_PER_TASK, DEFAULT_TRIALS_PER_TASK * len(tasks)
     else:
         per_task, total = max(1, math.ceil(tuning.trials / max(1, len(tasks)))), tuning.trials
-    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-        tasks, str(work_dir), seed=tuning.seed)
     on_build = progress_reporter(total, progress)
     if tuning.rpc is not None:
         runner = ms.runner.RPCRunner(rpc_config=ms.runner.RPCConfig(
@@ -220,7 +228,10 @@ def tune(mod: Any, target: Any, tuning: TuningOptions, work_dir: Path, progress:
     # Candidates must be timed with the threads the artifact will run with: the runner's workers
     # inherit TVM_NUM_THREADS, and without it TVM uses half the CPUs on x86 (see .backend).
     try:
-        with _environment(TVM_NUM_THREADS=str(threads) if threads and tuning.rpc is None else None):
+        with _environment(TVM_NUM_THREADS=str(threads) if threads and tuning.rpc is None else None), \
+                quiet_metaschedule():
+            contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+                tasks, str(work_dir), seed=tuning.seed)
             ms.tune.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(work_dir),
                                max_trials_global=total, max_trials_per_task=per_task,
                                num_trials_per_iter=min(64, per_task), builder=builder, runner=runner,

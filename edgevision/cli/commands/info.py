@@ -77,7 +77,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         if not args.no_verify:
             artifact.verify_members()
         manifest = artifact.manifest
-        integrity = (f"NOT verified (--no-verify): members not hashed" if args.no_verify else
+        integrity = ("NOT verified (--no-verify): members not hashed" if args.no_verify else
                      f"verified: manifest and {len(manifest.files)} member(s) match their sha256")
         signature = artifact.signature.describe()
     if args.json:
