@@ -2,7 +2,7 @@
 ONNX Runtime, on this x86 host: MobileNetV2 (examples/mobilenet_v2.py) and EfficientNet-Lite0 (the
 default model), batch 1, fp32.
 
-    python benchmarks/tvm_default_vs_ort.py                       # both models, 8 candidates per kernel
+    python benchmarks/tvm_default_vs_ort.py                       # both models, the default 32 candidates per kernel
     python benchmarks/tvm_default_vs_ort.py --models mobilenet_v2 --trials 4
 
 Why x86: emulated aarch64 time is no measure of speed (qemu-user ran untuned TVM and ONNX Runtime's

@@ -17,7 +17,7 @@ HOST_PROXY_MCPU = "x86-64-v2"
 
 
 MIN_VECTOR_LANES = 4  # a 128-bit register of float32: narrower vector loops leave NEON half empty
-RETRY_FACTOR = 8  # candidates per kernel in the second pass, as a multiple of the first pass's
+RETRY_FACTOR, RETRY_MIN = 4, 64  # second pass: candidates per kernel, as a multiple of the first's, at least
 
 
 def _in_process_builder(on_build: Callable[[int], None]) -> tuple[Any, dict[str, Any]]:
@@ -143,7 +143,7 @@ def default_search(mod: Any, real_target: Any, target_spec: dict[str, Any], tria
     # candidate that fails the filter costs only its sampling, so the kernels left naive get many more.
     left = unscheduled(todo)
     if left:
-        retry = trials_per_task * RETRY_FACTOR
+        retry = max(RETRY_MIN, trials_per_task * RETRY_FACTOR)
         progress(f"scheduling {len(left)} kernel{'s' if len(left) > 1 else ''} again ({retry} candidates "
                  "each): no candidate so far was parallel and vectorized")
         _sample(left, retry, database, progress, None if seed is None else seed + 1)

@@ -22,11 +22,11 @@ METASCHEDULE_LOGGER = "tvm.s_tir.meta_schedule"
 
 AUTO_TRIALS = -1  # --tune without a number: DEFAULT_TRIALS_PER_TASK for every task
 DEFAULT_TRIALS_PER_TASK = 32  # ~12 min for MobileNetV2 on 2 x86 cores; gets within ~2x of ORT
-BUILDER_TIMEOUT_S = 300.0  # the stock 30 s dies on the builder workers' ~25 s intrinsics import
+BUILDER_TIMEOUT_S = 300.0  # the stock 30 s was too short for a worker that imported the intrinsics unmemoized (25-50 s)
 # The default schedule: MetaSchedule's CPU design space sampled this many times per task, each
 # candidate built and timed in this process (no worker start-up), the fastest parallel+vectorized
 # one kept (.schedule). See docs/tvm-rpi4.md ("Default schedules") for the alternatives measured.
-DEFAULT_SEARCH_TRIALS = 8
+DEFAULT_SEARCH_TRIALS = 32
 Progress = Callable[[str], None]
 
 
