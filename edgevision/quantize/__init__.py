@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from ..backends.base import option, option_names, read_options
 from ..errors import InputError
 from ..preprocess import PreprocessConfig
-from .qdq import QUANTIZERS, excluded_nodes, prepare, quantize_nncf, quantize_onnxruntime, sensitive_nodes
+from .accuracy_control import DEFAULT_MAX_DROP, MAX_ITERATIONS
+from .qdq import (QUANTIZERS, check_nncf_recipe, excluded_nodes, prepare, quantize_nncf, quantize_onnxruntime,
+                  sensitive_nodes)
 from .reader import BUNDLED_DIR, CalibrationSpec, TensorReader, calibration_images, calibration_reader, check_source
 from .recipe import METHODS, QuantRecipe, load_recipe
 
@@ -34,6 +36,16 @@ GATE_FIX = ("calibrate on more images like the ones the model will see (--calib 
             "or lower the bar with --min-agreement")
 
 
+def _fraction(key: str, value: Any) -> float:
+    try:
+        fraction = float(value)
+    except (TypeError, ValueError):
+        fraction = -1.0
+    if not 0.0 <= fraction < 1.0:
+        raise InputError(f"{key} must be a fraction from 0 to 1, not {value!r}", f"pass e.g. --option {key}=0.02")
+    return fraction
+
+
 def _quantizer(key: str, value: Any) -> str:
     quantizer = str(value)
     if quantizer not in QUANTIZERS:
@@ -51,7 +63,13 @@ class Int8Options:
     calib_every: int | None = option(None, "a video: take every Nth frame")
     seed: int = option(0, "which calibration samples are drawn")
     calib_method: str | None = option(None, "a calibration recipe name or .toml path (default: the backend's)")
-    quantizer: str = option("onnxruntime", "onnxruntime (QDQ for every backend) or nncf", _quantizer)
+    quantizer: str = option("onnxruntime", "onnxruntime (QDQ for every backend), nncf, or nncf-accuracy-control "
+                                           "(NNCF returns quantizers to float until agreement holds)", _quantizer)
+    max_agreement_drop: float = option(DEFAULT_MAX_DROP, "nncf-accuracy-control: how far top-1 agreement with FP32 on "
+                                                         "the calibration samples may fall (0.02: to 98%)",
+                                       _fraction)
+    max_float_groups: int = option(MAX_ITERATIONS, "nncf-accuracy-control: at most this many search iterations (each "
+                                                   "returns one group of quantizers to float)")
     skip_sensitive: bool | None = option(None, "keep the layers the sensitivity pass ranks worst float (default: "
                                                "as the recipe says)")
     exclude_nodes: tuple[str, ...] = option((), "node names kept float, comma-separated")
@@ -73,6 +91,8 @@ class QuantizeOptions:
     seed: int = 0
     method: str | None = None  # a recipe name or .toml path; None: the backend's default
     quantizer: str = "onnxruntime"
+    max_agreement_drop: float = DEFAULT_MAX_DROP
+    max_float_groups: int = MAX_ITERATIONS
     skip_sensitive: bool | None = None  # None: as the recipe says
     exclude_nodes: tuple[str, ...] = ()
     sensitivity: bool | None = None  # None: as the recipe says
@@ -83,7 +103,9 @@ class QuantizeOptions:
         """The INT8 keys of ``options`` (others are the backend's or the core's), typed; InputError for a bad value."""
         typed = read_options(Int8Options, {k: v for k, v in options.items() if k in OPTION_KEYS}, "--precision int8")
         return cls(calib=typed.calib, calib_size=typed.calib_size, calib_every=typed.calib_every, seed=typed.seed,
-                   method=typed.calib_method or None, quantizer=typed.quantizer, skip_sensitive=typed.skip_sensitive,
+                   method=typed.calib_method or None, quantizer=typed.quantizer,
+                   max_agreement_drop=typed.max_agreement_drop, max_float_groups=typed.max_float_groups,
+                   skip_sensitive=typed.skip_sensitive,
                    exclude_nodes=typed.exclude_nodes, sensitivity=typed.sensitivity,
                    sensitivity_budget_s=typed.sensitivity_budget_s)
 
@@ -122,6 +144,7 @@ def quantize_for_compile(float_onnx: Path, config: PreprocessConfig, input_name:
     """Calibrate and quantize ``float_onnx`` for ``backend``; return the QDQ model and what the manifest records."""
     opts = QuantizeOptions.from_options(options)
     recipe = opts.recipe(backend)  # a bad recipe fails before the slow part
+    check_nncf_recipe(opts.quantizer, recipe)
     source = opts.calib if opts.calib is not None else BUNDLED_DIR
     if opts.calib is None and not BUNDLED_DIR.is_dir():
         raise InputError("INT8 needs calibration images and none are bundled with this installation",
@@ -132,9 +155,16 @@ def quantize_for_compile(float_onnx: Path, config: PreprocessConfig, input_name:
     step(f"quantizing to INT8 with {opts.quantizer} ({recipe.method}, {len(reader)} calibration samples)")
     out_path = work / "model.int8.onnx"
     prepared = prepare(float_onnx, work / "model.prepared.onnx")
-    quantize = quantize_nncf if opts.quantizer == "nncf" else quantize_onnxruntime
     started = time.monotonic()
-    quantize(prepared, out_path, reader, recipe)
+    controlled = None
+    if opts.quantizer == "nncf-accuracy-control":
+        from .accuracy_control import quantize_with_accuracy_control
+
+        controlled = quantize_with_accuracy_control(prepared, out_path, reader, recipe, opts.max_agreement_drop,
+                                                    opts.max_float_groups)
+    else:
+        quantize = quantize_nncf if opts.quantizer == "nncf" else quantize_onnxruntime
+        quantize(prepared, out_path, reader, recipe)
     info: dict[str, Any] = {"format": "QDQ ONNX", "quantizer": opts.quantizer, "recipe": recipe.to_dict(),
                             "calibration": {"source": str(source), "samples": len(reader), "seed": opts.seed,
                                             "size": opts.calib_size, "every": opts.calib_every},
@@ -142,7 +172,10 @@ def quantize_for_compile(float_onnx: Path, config: PreprocessConfig, input_name:
     float_layers = [{"layer": n, "why": "first convolution / classifier (skip_sensitive)"}
                     for n in excluded_nodes(prepared, recipe) if n not in recipe.exclude_nodes]
     float_layers += [{"layer": n, "why": "named in exclude_nodes"} for n in recipe.exclude_nodes]
-    if recipe.sensitivity:
+    if controlled is not None:  # NNCF's own search replaces the sensitivity pass
+        float_layers += controlled.pop("restored")
+        info["accuracy_control"] = controlled
+    elif recipe.sensitivity:
         from .sensitivity import restore_sensitive
 
         restored = work / "model.int8.sensitive.onnx"

@@ -20,7 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="minmax (default), entropy, percentile, symmetric (TensorRT's default), "
                             "or a recipe .toml (see edgevision/data/calibration/recipes)")
     group.add_argument("--quantizer", choices=QUANTIZERS,
-                       help="onnxruntime (default, QDQ for every backend) or nncf (tuned for OpenVINO)")
+                       help="onnxruntime (default, QDQ for every backend), nncf (tuned for OpenVINO), or "
+                            "nncf-accuracy-control (NNCF returns quantizers to float until top-1 agreement "
+                            "with FP32 on the calibration samples holds: --option max_agreement_drop=0.02)")
     group.add_argument("--seed", type=int, help="picks the calibration subset when the source has more (default 0)")
     sensitive = group.add_mutually_exclusive_group()
     sensitive.add_argument("--skip-sensitive", dest="skip_sensitive", action="store_true", default=None,

@@ -6,8 +6,10 @@ accepts QDQ too, but runs it as float.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
+from typing import Any, Iterator
 
 from ..errors import BackendUnavailable, EdgevisionError
 from ..quiet import silenced
@@ -15,7 +17,7 @@ from .reader import TensorReader
 from .recipe import QuantRecipe
 
 log = logging.getLogger(__name__)
-QUANTIZERS = ("onnxruntime", "nncf")
+QUANTIZERS = ("onnxruntime", "nncf", "nncf-accuracy-control")
 
 
 def sensitive_nodes(onnx_path: Path) -> list[str]:
@@ -72,6 +74,25 @@ def quantize_onnxruntime(float_onnx: Path, out_path: Path, reader: TensorReader,
     return out_path
 
 
+def nncf_preset(recipe: QuantRecipe) -> Any:
+    import nncf
+
+    return nncf.QuantizationPreset.PERFORMANCE if recipe.symmetric_activations else nncf.QuantizationPreset.MIXED
+
+
+@contextlib.contextmanager
+def quiet_nncf(log: logging.Logger, what: str) -> Iterator[None]:
+    """NNCF logs INFO lines and draws progress bars on stdout; library output stays quiet."""
+    nncf_log = logging.getLogger("nncf")
+    level = nncf_log.level
+    nncf_log.setLevel(logging.WARNING)
+    try:
+        with silenced(log, what):
+            yield
+    finally:
+        nncf_log.setLevel(level)
+
+
 def quantize_nncf(float_onnx: Path, out_path: Path, reader: TensorReader, recipe: QuantRecipe) -> Path:
     """NNCF's post-training quantization (with fast bias correction), written as QDQ ONNX."""
     try:
@@ -79,21 +100,16 @@ def quantize_nncf(float_onnx: Path, out_path: Path, reader: TensorReader, recipe
         import onnx
     except ImportError as err:
         raise BackendUnavailable("--quantizer nncf needs NNCF", "pip install 'edgevision[int8]'") from err
-    if recipe.method != "minmax":
-        raise EdgevisionError(f"--quantizer nncf has its own range estimation, not {recipe.method!r}",
-                              "drop --calib-method or use --quantizer onnxruntime")
-    preset = nncf.QuantizationPreset.PERFORMANCE if recipe.symmetric_activations else nncf.QuantizationPreset.MIXED
     ignored = excluded_nodes(float_onnx, recipe)
     model = onnx.load(str(float_onnx))
-    # NNCF logs INFO lines and draws progress bars on stdout; library output stays quiet.
-    nncf_log = logging.getLogger("nncf")
-    level = nncf_log.level
-    nncf_log.setLevel(logging.WARNING)
-    try:
-        with silenced(log, "NNCF"):
-            quantized = nncf.quantize(model, nncf.Dataset(list(reader)), preset=preset, subset_size=len(reader),
-                                      ignored_scope=nncf.IgnoredScope(names=ignored) if ignored else None)
-    finally:
-        nncf_log.setLevel(level)
+    with quiet_nncf(log, "NNCF"):
+        quantized = nncf.quantize(model, nncf.Dataset(list(reader)), preset=nncf_preset(recipe), subset_size=len(reader),
+                                  ignored_scope=nncf.IgnoredScope(names=ignored) if ignored else None)
     onnx.save(quantized, str(out_path))
     return out_path
+
+
+def check_nncf_recipe(quantizer: str, recipe: QuantRecipe) -> None:
+    if quantizer.startswith("nncf") and recipe.method != "minmax":
+        raise EdgevisionError(f"--quantizer {quantizer} has its own range estimation, not {recipe.method!r}",
+                              "drop --calib-method or use --quantizer onnxruntime")
