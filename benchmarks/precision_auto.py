@@ -46,14 +46,18 @@ def main() -> None:
     print(f"{'precision':10s} {'ran as':8s} {'gate':5s} {'latency':>10s} {'vs fp32':>8s} {'agreement':>10s} "
           f"{'all top-1':>10s} {'cosine':>8s}")
     for row in auto["candidates"]:
-        if row.get("passed"):
+        if row.get("same_as"):
+            print(f"{row['precision']:10s} {row.get('executed', ''):8s} {'PASS':5s} {'same kernels as ' + row['same_as']:>19s} "
+                  f"{row['agreement']:10.1%} {row['top1_all']:10.1%} {row['cosine']:8.4f}")
+        elif row.get("passed"):
             print(f"{row['precision']:10s} {row.get('executed', ''):8s} {'PASS':5s} {row['latency_ms']:8.2f}ms "
                   f"{row['ratio_to_fp32']:7.2f}x {row['agreement']:10.1%} {row['top1_all']:10.1%} {row['cosine']:8.4f}")
         else:
             print(f"{row['precision']:10s} {'':8s} {'FAIL':5s} {row.get('why', '')}")
     ratios = ", ".join(f"{r['precision']} {r['ratio_to_fp32']:.2f}x ({r['agreement']:.1%})"
-                       for r in auto["candidates"] if r.get("passed"))
-    print(f"auto picked {auto['chosen']} on {args.target}: latency vs fp32 (decisive top-1 agreement): {ratios}")
+                       for r in auto["candidates"] if r.get("passed") and not r.get("same_as"))
+    print(f"auto picked {auto['chosen']} on {args.target} ({auto['why']}): latency vs fp32 "
+          f"(decisive top-1 agreement): {ratios}")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from ..errors import AccuracyGateFailed, BackendError, BackendUnavailable, Edgev
 from ..files import atomic_output, refuse_overwriting_inputs
 from ..preprocess import PreprocessConfig
 from ..targets import Target, get_target
-from . import gate
+from . import auto_choice, gate
 from .card import ModelCard, card_beside, card_from_dict, card_from_metadata, card_from_neighbours, read_card
 from .export import export_onnx
 from .onnx_graph import GraphIO, choose_output, fix_graph, inspect, load_onnx
@@ -632,21 +632,25 @@ def _auto(ctx: _Context, work: Path) -> tuple[_Built, tuple[gate.Comparison, lis
         raise AccuracyGateFailed("accuracy gate failed for every precision of " + ctx.target.name + ": " +
                                  "; ".join(f"{r['precision']}: {r.get('why', '')}" for r in rows),
                                  "check the model's export, or pass --no-gate with an explicit --precision")
-    ctx.step(f"timing {', '.join(passing)} side by side on this host")
+    candidates = [auto_choice.Candidate(r["precision"], r["executed"], r["agreement"]) for r in rows if r["passed"]]
+    same_as = auto_choice.duplicates(candidates)
+    timed = [p for p in passing if p not in same_as]
+    ctx.step(f"timing {', '.join(timed)} side by side on this host")
     sample = ctx.valset.tensors[:ctx.batch]
-    latency = _time_interleaved({p: runner for p, (_, runner, _) in passing.items()}, sample)
+    latency = _time_interleaved({p: passing[p][1] for p in timed}, sample)
     base = latency.get("fp32") or min(latency.values())
     for row in rows:
+        if row["precision"] in same_as:
+            row["same_as"] = same_as[row["precision"]]  # ran the same kernels: not timed twice, never kept
         if row["precision"] in latency:
             row["latency_ms"] = round(1000 * latency[row["precision"]], 3)
             row["ratio_to_fp32"] = round(latency[row["precision"]] / base, 3)
-    chosen = min(latency, key=latency.get)
+    chosen, why = auto_choice.choose(candidates, latency)
     for row in rows:
         row["chosen"] = row["precision"] == chosen
     built, _, comparison = passing[chosen]
     built.manifest.payload["precision_auto"] = {
         "chosen": chosen, "candidates": rows, "timing": "median of 30 interleaved rounds, batch "
-        f"{len(sample)}, on {platform.processor() or platform.machine()}",
-        "why": f"fastest of the precisions that passed the gate ({', '.join(passing)})"}
+        f"{len(sample)}, on {platform.processor() or platform.machine()}", "why": why}
     _bind(built)  # after precision_auto went into the payload record
     return built, comparison

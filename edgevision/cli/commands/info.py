@@ -38,10 +38,7 @@ def summary_rows(path: Path, manifest, integrity: str | None = None, signature: 
             rows.append(("float layers", "; ".join(f"{f['layer']} ({f['why']})" for f in quant["float_layers"])))
     auto = m.payload.get("precision_auto")
     if auto:
-        rows.append(("precision auto", f"chose {auto['chosen']}: " + "; ".join(
-            f"{c['precision']} " + (f"{c.get('ratio_to_fp32', '?')}x fp32, agreement {c.get('agreement', 0):.1%}"
-                                    + (f" (ran as {c['executed']})" if c.get("executed") not in (None, c["precision"])
-                                       else "") if c.get("passed") else "FAIL") for c in auto["candidates"])))
+        rows.append(("precision auto", f"chose {auto['chosen']}: " + "; ".join(map(_auto_candidate, auto["candidates"]))))
     if m.payload.get("note"):  # a backend's word on what happens on the device, e.g. engine built at first load
         rows.append(("device note", str(m.payload["note"])))
     rows += [("toolchain", ", ".join(f"{k} {v}" for k, v in sorted(m.toolchain.items()))),
@@ -87,3 +84,13 @@ def run(args: argparse.Namespace, console: Console) -> int:
         return 0
     console.table(str(args.artifact), ["field", "value"], summary_rows(args.artifact, manifest, integrity, signature))
     return 0
+
+
+def _auto_candidate(c: dict) -> str:
+    """One `--precision auto` candidate in words."""
+    if not c.get("passed"):
+        return f"{c['precision']} FAIL"
+    if c.get("same_as"):
+        return f"{c['precision']} ran as {c['same_as']}, not timed apart, agreement {c.get('agreement', 0):.1%}"
+    ran_as = f" (ran as {c['executed']})" if c.get("executed") not in (None, c["precision"]) else ""
+    return f"{c['precision']} {c.get('ratio_to_fp32', '?')}x fp32, agreement {c.get('agreement', 0):.1%}{ran_as}"
