@@ -46,12 +46,11 @@ def main() -> None:
     print(f"{'precision':10s} {'ran as':8s} {'gate':5s} {'latency':>10s} {'vs fp32':>8s} {'agreement':>10s} "
           f"{'all top-1':>10s} {'cosine':>8s}")
     for row in auto["candidates"]:
-        if row.get("same_as"):
-            print(f"{row['precision']:10s} {row.get('executed', ''):8s} {'PASS':5s} {'same kernels as ' + row['same_as']:>19s} "
+        if row.get("passed"):
+            timing = (f"{'same kernels as ' + row['same_as']:>19s}" if row.get("same_as")
+                      else f"{row['latency_ms']:8.2f}ms {row['ratio_to_fp32']:7.2f}x")
+            print(f"{row['precision']:10s} {row.get('executed', ''):8s} {'PASS':5s} {timing} "
                   f"{row['agreement']:10.1%} {row['top1_all']:10.1%} {row['cosine']:8.4f}")
-        elif row.get("passed"):
-            print(f"{row['precision']:10s} {row.get('executed', ''):8s} {'PASS':5s} {row['latency_ms']:8.2f}ms "
-                  f"{row['ratio_to_fp32']:7.2f}x {row['agreement']:10.1%} {row['top1_all']:10.1%} {row['cosine']:8.4f}")
         else:
             print(f"{row['precision']:10s} {'':8s} {'FAIL':5s} {row.get('why', '')}")
     ratios = ", ".join(f"{r['precision']} {r['ratio_to_fp32']:.2f}x ({r['agreement']:.1%})"
