@@ -133,11 +133,16 @@ def compile_onnx(onnx_path: Path, target: "Target", settings: "CompileSettings",
                 sources.append({"strategy": "tuning log", "log": str(log_dir), "records": applied,
                                 "log_targets": log_targets(work_dir)})
     if tuning.default_search_trials > 0:
+        # Weights may be repacked for the schedule (.blocked_conv): the repacking is folded into
+        # the constants at compile time, so the library's interface stays the model's.
+        mod = relax.transform.AttachAttrLayoutFreeBuffers()(mod)
         default_db, default_record = default_search(mod, tvm_target, target_spec, tuning.default_search_trials,
                                                      database, step, tuning.seed)
         if default_record["tasks_searched"]:
             with tvm_target, default_db:
                 mod = relax.transform.MetaScheduleApplyDatabase()(mod)
+            mod = tvm.transform.Sequential([relax.transform.SplitLayoutRewritePreproc(),
+                                            relax.transform.FoldConstant()])(mod)
             sources.append(default_record)
     kernels_mod = mod
 

@@ -2,10 +2,12 @@
 candidate built and timed in this process, the fastest one that is parallel and vectorized kept."""
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
 from typing import Any, Callable
 
+from . import blocked_conv
 from .intrinsics import import_tensor_intrinsics
 from .kernels import primfunc_macs
 from .tuning import Progress, progress_reporter, quiet_metaschedule
@@ -14,6 +16,7 @@ from .tuning import Progress, progress_reporter, quiet_metaschedule
 # (SSE4.2, as NEON's width) and the chosen schedules, which are keyed by workload, not by target,
 # are applied to the real target.
 HOST_PROXY_MCPU = "x86-64-v2"
+log = logging.getLogger(__name__)
 
 
 MIN_VECTOR_LANES = 4  # a 128-bit register of float32: narrower vector loops leave NEON half empty
@@ -59,17 +62,30 @@ def _in_process_builder(on_build: Callable[[int], None]) -> tuple[Any, dict[str,
     return InProcessBuilder(), built
 
 
-def _in_process_runner(built: dict[str, Any]) -> Any:
-    """Times candidates in this process with TVM's time_evaluator (a few ms each)."""
+def _timer() -> Callable[[Any, list], list[float]]:
+    """Times one built candidate in this process with TVM's time_evaluator (a few ms each), on
+    arguments shaped by its ArgInfo: the same protocol for MetaSchedule's samples and the rules'."""
     import tvm
-    from tvm.ir.utils import derived_object
-    from tvm.s_tir.meta_schedule.runner import PyRunner, RunnerFuture, RunnerResult
     from tvm.s_tir.meta_schedule.runner.config import EvaluatorConfig
     from tvm.s_tir.meta_schedule.runner.local_runner import default_alloc_argument
     from tvm.s_tir.meta_schedule.runner.utils import run_evaluator_common
 
     config = EvaluatorConfig(number=3, repeat=1, min_repeat_ms=20, enable_cpu_cache_flush=False)
     device = tvm.cpu()
+
+    def time_module(module: Any, args_info: list) -> list[float]:
+        args = default_alloc_argument(device, [a.as_json() for a in args_info], 1)
+        return run_evaluator_common(module, device, config, args)
+
+    return time_module
+
+
+def _in_process_runner(built: dict[str, Any]) -> Any:
+    """Times MetaSchedule's candidates with ``_timer``."""
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.runner import PyRunner, RunnerFuture, RunnerResult
+
+    time_module = _timer()
 
     def finished(result: Any) -> Any:
         return RunnerFuture(lambda: True, lambda: result)
@@ -81,13 +97,51 @@ def _in_process_runner(built: dict[str, Any]) -> Any:
             for item in runner_inputs:
                 module = built.pop(item.artifact_path, None)
                 try:
-                    args = default_alloc_argument(device, [a.as_json() for a in item.args_info], 1)
-                    futures.append(finished(RunnerResult(run_evaluator_common(module, device, config, args), None)))
+                    futures.append(finished(RunnerResult(time_module(module, item.args_info), None)))
                 except Exception as err:  # noqa: BLE001 - reported as a failed trial
                     futures.append(finished(RunnerResult(None, f"run failed: {str(err)[:300]}")))
             return futures
 
     return InProcessRunner()
+
+
+def _blocked_convs(tasks: list, database: Any, target: Any, progress: Progress) -> dict[str, int]:
+    """Times the register-blocked schedule (.blocked_conv) of every dense convolution at each of
+    its register blocks and records them in ``database`` beside MetaSchedule's samples, where the
+    fastest of all is what the build applies."""
+    from tvm.driver import build as tvm_build
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+    from tvm.target import codegen
+
+    lanes, registers = blocked_conv.vector_registers({str(f) for f in codegen.llvm_get_cpu_features(target)})
+    time_module = _timer()
+    convs = [(t, shape) for t in tasks if (shape := blocked_conv.conv_shape(t.dispatched[0]["main"]))]
+    counts = {"dense_convs": len(convs), "candidates": 0, "kept": 0}
+    if convs:
+        progress(f"timing register-blocked schedules of {len(convs)} dense convolutions")
+    for task, (channels, width) in convs:
+        func = task.dispatched[0]["main"]
+        workload = database.commit_workload(task.dispatched[0])
+        best = None
+        for blocking in blocked_conv.blockings(channels, width, lanes, registers):
+            sch = blocked_conv.schedule(func, blocking)
+            if sch is None:
+                continue
+            try:
+                module = tvm_build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(sch.mod), target=target)
+                secs = time_module(module, ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True))
+            except Exception:  # noqa: BLE001 - a blocking that fails to build is one candidate fewer
+                log.debug("register block %s of %s failed", blocking, task.task_name, exc_info=True)
+                continue
+            counts["candidates"] += 1
+            database.commit_tuning_record(ms.database.TuningRecord(
+                sch.trace, workload, [float(t) for t in secs], target, ms.arg_info.ArgInfo.from_prim_func(func)))
+            best = min(best or secs, secs, key=lambda t: sum(t) / len(t))
+        top = database.get_top_k(workload, 1)
+        if best is not None and top and sum(float(t) for t in top[0].run_secs) <= sum(best) + 1e-12:
+            counts["kept"] += 1
+    return counts
 
 
 def _sample(tasks: list, trials_per_task: int, database: Any, progress: Progress, seed: int | None) -> None:
@@ -139,6 +193,7 @@ def default_search(mod: Any, real_target: Any, target_spec: dict[str, Any], tria
 
     progress(f"scheduling {len(todo)} kernels ({trials_per_task} candidates each, timed on this host)")
     _sample(todo, trials_per_task, database, progress, seed)
+    record["register_blocked"] = _blocked_convs(todo, database, search_target, progress)
     # Small late feature maps (3x3, 6x6) rarely tile to 4-wide vectors in a few random samples; a
     # candidate that fails the filter costs only its sampling, so the kernels left naive get many more.
     left = unscheduled(todo)
