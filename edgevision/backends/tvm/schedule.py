@@ -1,4 +1,5 @@
-"""The default schedule of a TVM build: MetaSchedule's CPU design space sampled per kernel, each
+"""The default schedule of a TVM build: MetaSchedule's CPU design space sampled per kernel and, for
+dense convolutions, the register-blocked schedule (.blocked_conv) at a few register blocks; each
 candidate built and timed in this process, the fastest one that is parallel and vectorized kept."""
 from __future__ import annotations
 
@@ -161,11 +162,16 @@ def _sample(tasks: list, trials_per_task: int, database: Any, progress: Progress
                            measure_callbacks=[ms.measure_callback.AddToDatabase()])
 
 
+def _is_scheduled(func: Any) -> bool:
+    return bool(func.attrs and func.attrs.get("tirx.is_scheduled", False))
+
+
 def default_search(mod: Any, real_target: Any, target_spec: dict[str, Any], trials_per_task: int,
                     known: Any, progress: Progress, seed: int | None) -> tuple[Any, dict[str, Any]]:
     """Schedule every task ``known`` (a database, or None) has no record for: sample MetaSchedule's
     CPU design space (multi-level tiling, parallelize/vectorize/unroll, inlining) ``trials_per_task``
-    times, time each candidate here and keep the fastest that is parallel and vectorized."""
+    times, add the register-blocked schedule of each dense convolution, time each candidate here and
+    keep the fastest that is parallel and vectorized."""
     import tvm
     from tvm.s_tir import meta_schedule as ms
 
@@ -177,7 +183,10 @@ def default_search(mod: Any, real_target: Any, target_spec: dict[str, Any], tria
         search_target = real_target
     import_tensor_intrinsics()
     tasks = ms.relax_integration.extract_tasks(mod, search_target)
-    todo = [t for t in tasks if known is None or not known.has_workload(t.dispatched[0])]
+    # a kernel a tuning log scheduled arrives here already scheduled (a log keyed by an older form
+    # of the kernel is matched by workload instead)
+    todo = [t for t in tasks if not _is_scheduled(t.dispatched[0]["main"])
+            and (known is None or not known.has_workload(t.dispatched[0]))]
     record: dict[str, Any] = {"strategy": "default", "trials_per_task": trials_per_task, "tasks": len(tasks),
                               "tasks_searched": len(todo), "search_target": str(search_target.attrs.get("mcpu", "")),
                               "measured_on": "this host" + (f" as {HOST_PROXY_MCPU} (128-bit vectors)" if cross else "")}
