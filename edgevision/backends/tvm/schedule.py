@@ -183,8 +183,7 @@ def default_search(mod: Any, real_target: Any, target_spec: dict[str, Any], tria
         search_target = real_target
     import_tensor_intrinsics()
     tasks = ms.relax_integration.extract_tasks(mod, search_target)
-    # a kernel a tuning log scheduled arrives here already scheduled (a log keyed by an older form
-    # of the kernel is matched by workload instead)
+    # the kernels a tuning log covers arrive here scheduled already, not as the log's workloads
     todo = [t for t in tasks if not _is_scheduled(t.dispatched[0]["main"])
             and (known is None or not known.has_workload(t.dispatched[0]))]
     record: dict[str, Any] = {"strategy": "default", "trials_per_task": trials_per_task, "tasks": len(tasks),
