@@ -4,6 +4,7 @@ candidate built and timed in this process, the fastest one that is parallel and 
 from __future__ import annotations
 
 import logging
+import statistics
 import tempfile
 import time
 from typing import Any, Callable
@@ -24,16 +25,29 @@ MIN_VECTOR_LANES = 4  # a 128-bit register of float32: narrower vector loops lea
 RETRY_FACTOR, RETRY_MIN = 4, 64  # second pass: candidates per kernel, as a multiple of the first's, at least
 
 
-def _in_process_builder(on_build: Callable[[int], None]) -> tuple[Any, dict[str, Any]]:
-    """Builds candidates in this process (a TIR kernel builds in well under a second; starting
-    builder workers costs ~25 s each) and refuses any whose multiply-accumulates do not all sit in
-    loops that are parallel and vectorized: a schedule that is fast on this host only because
-    LLVM vectorized it by itself may not be on another target."""
+def _parallel_and_vectorized(func: Any) -> bool:
+    """Whether all of a kernel's multiply-accumulates sit in loops that are parallel and vectorized
+    at least MIN_VECTOR_LANES wide: a schedule that is fast on this host only because LLVM
+    vectorized it by itself may not be on another target."""
+    macs = primfunc_macs("main", func)
+    return not macs.macs_per_call or (macs.both_macs == macs.macs_per_call
+                                      and macs.min_vector_lanes >= MIN_VECTOR_LANES)
+
+
+def _build_candidate(mod: Any, target: Any) -> Any:
+    """One candidate's module, without its weight-layout block (the build folds that at compile
+    time, so a candidate is timed on weights already repacked)."""
     from tvm.driver import build as tvm_build
-    from tvm.ir.utils import derived_object
-    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 
+    return tvm_build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod), target=target)
+
+
+def _in_process_builder(on_build: Callable[[int], None]) -> tuple[Any, dict[str, Any]]:
+    """Builds candidates in this process (a TIR kernel builds in well under a second; starting
+    builder workers costs ~25 s each) and refuses any that is not ``_parallel_and_vectorized``."""
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
 
     built: dict[str, Any] = {}
 
@@ -42,15 +56,11 @@ def _in_process_builder(on_build: Callable[[int], None]) -> tuple[Any, dict[str,
         def build(self, build_inputs: list) -> list:
             results = []
             for item in build_inputs:
-                func = item.mod["main"]
-                macs = primfunc_macs("main", func)
-                if macs.macs_per_call and (macs.both_macs < macs.macs_per_call
-                                           or macs.min_vector_lanes < MIN_VECTOR_LANES):
+                if not _parallel_and_vectorized(item.mod["main"]):
                     results.append(BuilderResult(None, "not parallel and vectorized 4 wide"))
                     continue
                 try:
-                    module = tvm_build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(item.mod),
-                                       target=item.target)
+                    module = _build_candidate(item.mod, item.target)
                 except Exception as err:  # a candidate that fails to build is a failed trial, not an error
                     results.append(BuilderResult(None, f"build failed: {str(err)[:300]}"))
                     continue
@@ -110,9 +120,7 @@ def _blocked_convs(tasks: list, database: Any, target: Any, progress: Progress) 
     """Times the register-blocked schedule (.blocked_conv) of every dense convolution at each of
     its register blocks and records them in ``database`` beside MetaSchedule's samples, where the
     fastest of all is what the build applies."""
-    from tvm.driver import build as tvm_build
     from tvm.s_tir import meta_schedule as ms
-    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
     from tvm.target import codegen
 
     lanes, registers = blocked_conv.vector_registers({str(f) for f in codegen.llvm_get_cpu_features(target)})
@@ -124,23 +132,24 @@ def _blocked_convs(tasks: list, database: Any, target: Any, progress: Progress) 
     for task, (channels, width) in convs:
         func = task.dispatched[0]["main"]
         workload = database.commit_workload(task.dispatched[0])
-        best = None
+        ours: list[float] = []  # mean seconds of each register block timed
         for blocking in blocked_conv.blockings(channels, width, lanes, registers):
             sch = blocked_conv.schedule(func, blocking)
-            if sch is None:
+            if sch is None or not _parallel_and_vectorized(sch.mod["main"]):
                 continue
             try:
-                module = tvm_build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(sch.mod), target=target)
-                secs = time_module(module, ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True))
+                module = _build_candidate(sch.mod, target)
+                secs = [float(t) for t in time_module(
+                    module, ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True))]
             except Exception:  # noqa: BLE001 - a blocking that fails to build is one candidate fewer
                 log.debug("register block %s of %s failed", blocking, task.task_name, exc_info=True)
                 continue
-            counts["candidates"] += 1
             database.commit_tuning_record(ms.database.TuningRecord(
-                sch.trace, workload, [float(t) for t in secs], target, ms.arg_info.ArgInfo.from_prim_func(func)))
-            best = min(best or secs, secs, key=lambda t: sum(t) / len(t))
+                sch.trace, workload, secs, target, ms.arg_info.ArgInfo.from_prim_func(func)))
+            ours.append(statistics.fmean(secs))
+        counts["candidates"] += len(ours)
         top = database.get_top_k(workload, 1)
-        if best is not None and top and sum(float(t) for t in top[0].run_secs) <= sum(best) + 1e-12:
+        if ours and top and statistics.fmean(float(t) for t in top[0].run_secs) >= min(ours):
             counts["kept"] += 1
     return counts
 
