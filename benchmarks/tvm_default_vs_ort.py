@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,7 +33,7 @@ def build(model: str | None, target: str, out: Path, threads: int, options: dict
 
     started = time.monotonic()
     result = compile_model(CompileRequest(model=model, target=target, output=out, threads=threads, options=options),
-                           progress=lambda msg: print(f"  {msg}", flush=True))
+                           progress=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
     return result.path, (time.monotonic() - started) / 60, result.manifest.payload
 
 

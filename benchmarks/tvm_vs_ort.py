@@ -75,7 +75,7 @@ def main() -> None:
         started = time.monotonic()
         tvm_result = compile_model(CompileRequest(model=MODEL, target="tvm-x86", output=out / "m.tvm.evpkg",
                                                   threads=args.threads, options=options),
-                                   progress=lambda msg: print(f"  {msg}", flush=True))
+                                   progress=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
         compile_min = (time.monotonic() - started) / 60
         tuning = tvm_result.manifest.payload["tuning"]
         acc = tvm_result.manifest.accuracy
@@ -95,6 +95,10 @@ def main() -> None:
     print(f"tuning: {tuning.get('tasks', '?')} tasks, {tuning.get('trials', 0)} trials "
           f"({tuning.get('trials_per_task', '-')} per task), {tuning.get('minutes', 0.0)} min tuning, "
           f"{compile_min:.1f} min whole compile, {tuning.get('records')} records applied from {args.tuning_log}")
+    blocked = tuning.get("register_blocked")
+    if blocked:
+        print(f"register-blocked convolutions timed beside the search: {blocked['candidates']} candidates for "
+              f"{blocked['dense_convs']} dense convolutions, the fastest record in {blocked['kept']} of them")
     print(f"accuracy gate (tuned TVM vs torch, 32 real views): top-1 {acc.top1_agreement:.0%}, "
           f"max|diff| {acc.max_abs_diff:.2g}")
     print(f"onnxruntime: median {ort['median_ms']:.2f} ms (min {ort['min_ms']:.2f}; per round {ort['rounds']})")

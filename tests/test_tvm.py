@@ -243,6 +243,7 @@ def test_tuning_measures_candidates_on_the_rpc_board(sysroot, tmp_path: Path) ->
     payload = read_manifest(out).payload
     assert payload["tuning"]["runner"] == f"rpc rpi4@127.0.0.1:{board.tracker_port}"
     assert payload["tuning"]["trials"] == 4 and payload["tuning"]["records"] >= 1
+    assert payload["tuning"]["register_blocked"]["candidates"] >= 1  # NEON register blocks, timed on the board
     # Every record holds a real time from the board: MetaSchedule logs a failed build or run as 1e10 s.
     records = [json.loads(line) for line in (log_dir / "database_tuning_record.json").read_text().splitlines()]
     seconds = [s for record in records for s in record[1][1]]
@@ -313,6 +314,10 @@ def test_tiny_tuning_run_writes_a_log_that_a_later_compile_reuses(tmp_path: Path
     assert "tuning [" in tuned.stderr  # the progress line
     first = read_manifest(tmp_path / "tuned.evpkg").payload["tuning"]
     assert first["trials"] == 4 and first["records"] >= 1 and first["tasks"] >= 1
+    # the stem convolution's register blocks are timed by the tuner's own runner and kept in its log
+    blocked = first["register_blocked"]
+    assert blocked["dense_convs"] == 1 and blocked["candidates"] >= 1, blocked
+    assert first["records"] > blocked["candidates"], first  # and the search's own trials beside them
     assert (log_dir / "database_tuning_record.json").stat().st_size > 0
     reused = run_cli("compile", str(model), "--target", "tvm-x86", "--tuning-log", str(log_dir), "--option", "default_schedule=off",
                      "-o", str(tmp_path / "reused.evpkg"))
@@ -332,6 +337,50 @@ def test_tiny_tuning_run_writes_a_log_that_a_later_compile_reuses(tmp_path: Path
     empty = run_cli("compile", str(model), "--target", "tvm-x86", "--tuning-log", str(tmp_path / "none"),
                     "-o", str(tmp_path / "x.evpkg"))
     assert empty.returncode == 2 and "database_tuning_record.json" in empty.stderr
+
+
+def _log_keyed_by_unmarked_kernels(model: Path, log_dir: Path) -> int:
+    """A tuning log as --tune wrote it before kernels were marked layout-free: one record per
+    kernel (naive loops with an unroll hint: enough to tell applied from searched)."""
+    import onnx
+    import tvm
+    from tvm import s_tir
+    from tvm.relax.frontend.onnx import from_onnx
+    from tvm.s_tir import meta_schedule as ms
+    from edgevision.backends.tvm.build import fused_kernels, host_mcpu
+    from edgevision.backends.tvm.tuning import tuning_database
+
+    target = tvm.target.Target({"kind": "llvm", "mcpu": host_mcpu()})
+    mod = fused_kernels(from_onnx(onnx.load(str(model)), shape_dict={"input": [1, 3, 32, 32]},
+                                  keep_params_in_input=False), target)
+    tasks = ms.relax_integration.extract_tasks(mod, target)
+    log_dir.mkdir()
+    database = tuning_database(log_dir)
+    for task in tasks:
+        sch = s_tir.Schedule(task.dispatched[0])
+        first_loop = sch.get_loops(sch.get_child_blocks(sch.get_sblock("root"))[0])[0]
+        sch.annotate(first_loop, "pragma_auto_unroll_max_step", 16)  # an empty trace is never applied
+        database.commit_tuning_record(ms.database.TuningRecord(
+            sch.trace, database.commit_workload(task.dispatched[0]), [1e-3], target,
+            ms.arg_info.ArgInfo.from_prim_func(task.dispatched[0]["main"])))
+    marked = ms.relax_integration.extract_tasks(tvm.relax.transform.AttachAttrLayoutFreeBuffers()(mod), target)
+    assert not any(database.has_workload(t.dispatched[0]) for t in marked if "conv" in t.task_name), \
+        "the mark no longer changes the key: this test proves nothing"
+    return len(tasks)
+
+
+def test_a_tuning_log_from_before_the_layout_free_mark_still_applies(tmp_path: Path) -> None:
+    from edgevision.artifact import read_manifest
+
+    model, log_dir = tiny_onnx(tmp_path / "tiny.onnx"), tmp_path / "old-log"
+    kernels = _log_keyed_by_unmarked_kernels(model, log_dir)
+    result = run_cli("compile", str(model), "--target", "tvm-x86", "--tuning-log", str(log_dir),
+                     "--option", "default_schedule=4", "-o", str(tmp_path / "old.evpkg"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    payload = read_manifest(tmp_path / "old.evpkg").payload
+    assert payload["tuning"]["records"] == kernels
+    # every kernel came from the log, so the default search had none left to schedule
+    assert [s["strategy"] for s in payload["schedule"]["sources"]] == ["tuning log"], payload["schedule"]
 
 
 def test_a_library_built_for_a_newer_cpu_is_refused_before_it_can_fault(mnv2_tvm: Path, tmp_path: Path,

@@ -124,6 +124,9 @@ def schedule(func: Any, blocking: Blocking) -> Any | None:
         sch.decompose_reduction(conv, ic)
     except s_tir.ScheduleError:
         return None
+    # What follows is a postproc: a search that replays this trace to mutate it drops the weight
+    # repacking and repacks the result itself (kept, a second repacking of the repacked buffer fails).
+    sch.enter_postproc()
     if not ms.postproc.RewriteLayout().apply(sch):  # weights to [oc/block, ic, kh, kw, block]
         return None
     return sch

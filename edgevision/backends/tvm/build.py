@@ -77,6 +77,17 @@ def _fold_shape_arithmetic(onnx_path: Path, work_dir: Path) -> Path:
     return folded
 
 
+def fused_kernels(mod: Any, tvm_target: Any) -> Any:
+    """The imported graph legalized and fused: the PrimFuncs every schedule source is keyed by."""
+    import tvm
+    from tvm import relax
+
+    with tvm_target:
+        return tvm.transform.Sequential([relax.transform.DecomposeOpsForInference(),
+                                         relax.transform.CanonicalizeBindings(),
+                                         relax.get_pipeline("zero")])(mod)
+
+
 def compile_onnx(onnx_path: Path, target: "Target", settings: "CompileSettings", out_file: Path,
                  tuning: TuningOptions, progress: Progress | None = None) -> dict[str, Any]:
     """Import, (tune,) build and export one library; returns the manifest payload."""
@@ -102,10 +113,10 @@ def compile_onnx(onnx_path: Path, target: "Target", settings: "CompileSettings",
         graph = onnx.load(str(_fold_shape_arithmetic(onnx_path, Path(tmp))))
     mod = from_onnx(graph, shape_dict={settings.input_name: shape}, keep_params_in_input=False)
 
-    with tvm_target:  # legalize and fuse: the PrimFuncs every schedule source is keyed by
-        mod = tvm.transform.Sequential([relax.transform.DecomposeOpsForInference(),
-                                        relax.transform.CanonicalizeBindings(),
-                                        relax.get_pipeline("zero")])(mod)
+    mod = fused_kernels(mod, tvm_target)
+    # Weights may be repacked for a schedule (.blocked_conv, MetaSchedule's RewriteLayout): marked
+    # before any schedule source sees the kernels, since the mark is part of their workload keys.
+    mark_layout_free = relax.transform.AttachAttrLayoutFreeBuffers()
     tuning_record: dict[str, Any] = {"trials": 0}
     sources: list[dict[str, Any]] = []
     log_dir = tuning.log_dir
@@ -115,14 +126,15 @@ def compile_onnx(onnx_path: Path, target: "Target", settings: "CompileSettings",
             work_dir = Path(log_dir) if log_dir is not None else Path(scratch)
             if tuning.trials != 0:
                 work_dir.mkdir(parents=True, exist_ok=True)
-                tuning_record = tune(mod, tvm_target, tuning, work_dir, step, target_spec.get("num-cores"))
+                tuning_record = tune(mark_layout_free(mod), tvm_target, tuning, work_dir, step, target_spec.get("num-cores"))
             elif not (work_dir / "database_tuning_record.json").is_file():
                 raise InputError(f"tuning log {work_dir} has no database_tuning_record.json",
                                  "point --tuning-log at a folder written by --tune, or add --tune TRIALS")
             database = tuning_database(work_dir)
             applied = len(database)
-            with tvm_target, database:
+            with tvm_target, database:  # logs written before the mark first, then the marked kernels
                 mod = relax.transform.MetaScheduleApplyDatabase()(mod)
+                mod = relax.transform.MetaScheduleApplyDatabase()(mark_layout_free(mod))
             tuning_record.update({"records": applied, "log": str(log_dir) if log_dir else None})
             step(f"applied {applied} tuning records")
             if tuning.trials != 0:
@@ -132,18 +144,18 @@ def compile_onnx(onnx_path: Path, target: "Target", settings: "CompileSettings",
             else:
                 sources.append({"strategy": "tuning log", "log": str(log_dir), "records": applied,
                                 "log_targets": log_targets(work_dir)})
+    mod = mark_layout_free(mod)  # a pass over marked kernels leaves them as they are
     if tuning.default_search_trials > 0:
-        # Weights may be repacked for the schedule (.blocked_conv): the repacking is folded into
-        # the constants at compile time, so the library's interface stays the model's.
-        mod = relax.transform.AttachAttrLayoutFreeBuffers()(mod)
         default_db, default_record = default_search(mod, tvm_target, target_spec, tuning.default_search_trials,
                                                      database, step, tuning.seed)
         if default_record["tasks_searched"]:
             with tvm_target, default_db:
                 mod = relax.transform.MetaScheduleApplyDatabase()(mod)
-            mod = tvm.transform.Sequential([relax.transform.SplitLayoutRewritePreproc(),
-                                            relax.transform.FoldConstant()])(mod)
             sources.append(default_record)
+    # the weight repacking of the applied schedules is folded into the constants at compile time,
+    # so the library's interface stays the model's
+    mod = tvm.transform.Sequential([relax.transform.SplitLayoutRewritePreproc(),
+                                    relax.transform.FoldConstant()])(mod)
     kernels_mod = mod
 
     step(f"building for {target_spec.get('mtriple', 'this host')} ({target_spec.get('mcpu', 'generic')})")

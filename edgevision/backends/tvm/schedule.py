@@ -4,14 +4,12 @@ candidate built and timed in this process, the fastest one that is parallel and 
 from __future__ import annotations
 
 import logging
-import statistics
 import tempfile
 import time
 from typing import Any, Callable
 
-from . import blocked_conv
+from .candidates import Measure, parallel_and_vectorized, record_blocked_convs
 from .intrinsics import import_tensor_intrinsics
-from .kernels import primfunc_macs
 from .tuning import Progress, progress_reporter, quiet_metaschedule
 
 # Cross targets cannot be timed here: candidates are timed on this host compiled for 128-bit vectors
@@ -21,17 +19,7 @@ HOST_PROXY_MCPU = "x86-64-v2"
 log = logging.getLogger(__name__)
 
 
-MIN_VECTOR_LANES = 4  # a 128-bit register of float32: narrower vector loops leave NEON half empty
 RETRY_FACTOR, RETRY_MIN = 4, 64  # second pass: candidates per kernel, as a multiple of the first's, at least
-
-
-def _parallel_and_vectorized(func: Any) -> bool:
-    """Whether all of a kernel's multiply-accumulates sit in loops that are parallel and vectorized
-    at least MIN_VECTOR_LANES wide: a schedule that is fast on this host only because LLVM
-    vectorized it by itself may not be on another target."""
-    macs = primfunc_macs("main", func)
-    return not macs.macs_per_call or (macs.both_macs == macs.macs_per_call
-                                      and macs.min_vector_lanes >= MIN_VECTOR_LANES)
 
 
 def _build_candidate(mod: Any, target: Any) -> Any:
@@ -45,7 +33,7 @@ def _build_candidate(mod: Any, target: Any) -> Any:
 
 def _in_process_builder(on_build: Callable[[int], None]) -> tuple[Any, dict[str, Any]]:
     """Builds candidates in this process (a TIR kernel builds in well under a second; starting
-    builder workers costs ~25 s each) and refuses any that is not ``_parallel_and_vectorized``."""
+    builder workers costs ~25 s each) and refuses any that is not ``parallel_and_vectorized``."""
     from tvm.ir.utils import derived_object
     from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
 
@@ -56,7 +44,7 @@ def _in_process_builder(on_build: Callable[[int], None]) -> tuple[Any, dict[str,
         def build(self, build_inputs: list) -> list:
             results = []
             for item in build_inputs:
-                if not _parallel_and_vectorized(item.mod["main"]):
+                if not parallel_and_vectorized(item.mod["main"]):
                     results.append(BuilderResult(None, "not parallel and vectorized 4 wide"))
                     continue
                 try:
@@ -116,42 +104,25 @@ def _in_process_runner(built: dict[str, Any]) -> Any:
     return InProcessRunner()
 
 
-def _blocked_convs(tasks: list, database: Any, target: Any, progress: Progress) -> dict[str, int]:
-    """Times the register-blocked schedule (.blocked_conv) of every dense convolution at each of
-    its register blocks and records them in ``database`` beside MetaSchedule's samples, where the
-    fastest of all is what the build applies."""
+def _in_process_measure(target: Any) -> Measure:
+    """Builds and times scheduled kernels here with ``_timer``, as the samples are."""
     from tvm.s_tir import meta_schedule as ms
-    from tvm.target import codegen
 
-    lanes, registers = blocked_conv.vector_registers({str(f) for f in codegen.llvm_get_cpu_features(target)})
     time_module = _timer()
-    convs = [(t, shape) for t in tasks if (shape := blocked_conv.conv_shape(t.dispatched[0]["main"]))]
-    counts = {"dense_convs": len(convs), "candidates": 0, "kept": 0}
-    if convs:
-        progress(f"timing register-blocked schedules of {len(convs)} dense convolutions")
-    for task, (channels, width) in convs:
-        func = task.dispatched[0]["main"]
-        workload = database.commit_workload(task.dispatched[0])
-        ours: list[float] = []  # mean seconds of each register block timed
-        for blocking in blocked_conv.blockings(channels, width, lanes, registers):
-            sch = blocked_conv.schedule(func, blocking)
-            if sch is None or not _parallel_and_vectorized(sch.mod["main"]):
-                continue
+
+    def measure(mods: list[Any]) -> list[list[float] | None]:
+        times: list[list[float] | None] = []
+        for mod in mods:
             try:
-                module = _build_candidate(sch.mod, target)
-                secs = [float(t) for t in time_module(
-                    module, ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True))]
-            except Exception:  # noqa: BLE001 - a blocking that fails to build is one candidate fewer
-                log.debug("register block %s of %s failed", blocking, task.task_name, exc_info=True)
-                continue
-            database.commit_tuning_record(ms.database.TuningRecord(
-                sch.trace, workload, secs, target, ms.arg_info.ArgInfo.from_prim_func(func)))
-            ours.append(statistics.fmean(secs))
-        counts["candidates"] += len(ours)
-        top = database.get_top_k(workload, 1)
-        if ours and top and statistics.fmean(float(t) for t in top[0].run_secs) >= min(ours):
-            counts["kept"] += 1
-    return counts
+                module = _build_candidate(mod, target)
+                times.append([float(t) for t in time_module(
+                    module, ms.arg_info.ArgInfo.from_entry_func(mod, remove_preproc=True))])
+            except Exception:  # noqa: BLE001 - reported to the caller as a failed candidate
+                log.debug("candidate failed to build or run", exc_info=True)
+                times.append(None)
+        return times
+
+    return measure
 
 
 def _sample(tasks: list, trials_per_task: int, database: Any, progress: Progress, seed: int | None) -> None:
@@ -210,7 +181,8 @@ def default_search(mod: Any, real_target: Any, target_spec: dict[str, Any], tria
 
     progress(f"scheduling {len(todo)} kernels ({trials_per_task} candidates each, timed on this host)")
     _sample(todo, trials_per_task, database, progress, seed)
-    record["register_blocked"] = _blocked_convs(todo, database, search_target, progress)
+    blocked = record_blocked_convs(todo, database, search_target, _in_process_measure(search_target), progress)
+    record["register_blocked"] = blocked.summary(database)
     # Small late feature maps (3x3, 6x6) rarely tile to 4-wide vectors in a few random samples; a
     # candidate that fails the filter costs only its sampling, so the kernels left naive get many more.
     left = unscheduled(todo)

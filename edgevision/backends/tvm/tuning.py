@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator, Literal, Mapping
 from ...errors import InputError
 from ..base import option, option_names, read_options
 from ...quiet import silenced
+from .candidates import Measure, record_blocked_convs
 from .intrinsics import import_tensor_intrinsics
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,7 @@ def _persistent_builder(timeout_s: float, f_export: Any, on_build: Callable[[int
             super().__init__()
             self.pool: Any = None
             self.batches = 0
+            self.on_build = on_build  # builds outside the search's budget swap in a silent one
 
         def build(self, build_inputs: list) -> list:
             if self.pool is None or self.batches % recycle_every == 0:
@@ -148,10 +150,28 @@ def _persistent_builder(timeout_s: float, f_export: Any, on_build: Callable[[int
                     results.append(BuilderResult(None, f"build timed out after {timeout_s:.0f} s"))
                 else:
                     results.append(BuilderResult(None, f"build failed:\n{done.value}"))
-            on_build(len(build_inputs))
+            self.on_build(len(build_inputs))
             return results
 
     return PersistentBuilder()
+
+
+def _worker_measure(builder: Any, runner: Any, target: Any) -> Measure:
+    """Measures scheduled kernels with the search's own builder and runner, as its candidates are."""
+    from tvm.s_tir import meta_schedule as ms
+
+    def measure(mods: list[Any]) -> list[list[float] | None]:
+        built = builder.build([ms.builder.BuilderInput(mod, target) for mod in mods])
+        futures = [runner.run([ms.runner.RunnerInput(b.artifact_path, "cpu", ms.arg_info.ArgInfo.from_entry_func(
+            mod, remove_preproc=True))])[0] if b.error_msg is None else None for mod, b in zip(mods, built)]
+        times: list[list[float] | None] = []
+        for future in futures:
+            result = future.result() if future is not None else None
+            times.append(None if result is None or result.error_msg is not None
+                         else [float(t) for t in result.run_secs])
+        return times
+
+    return measure
 
 
 @contextlib.contextmanager
@@ -230,12 +250,18 @@ def tune(mod: Any, target: Any, tuning: TuningOptions, work_dir: Path, progress:
     try:
         with _environment(TVM_NUM_THREADS=str(threads) if threads and tuning.rpc is None else None), \
                 quiet_metaschedule():
+            # the register-blocked convolutions go first: the evolutionary search starts from the
+            # database's best, and both are timed by the same builder and runner
+            database = tuning_database(work_dir)
+            builder.on_build = lambda count: None
+            blocked = record_blocked_convs(tasks, database, target, _worker_measure(builder, runner, target), progress)
+            builder.on_build = on_build
             contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
                 tasks, str(work_dir), seed=tuning.seed)
             ms.tune.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(work_dir),
                                max_trials_global=total, max_trials_per_task=per_task,
                                num_trials_per_iter=min(64, per_task), builder=builder, runner=runner,
-                               measure_callbacks=callbacks)
+                               database=database, measure_callbacks=callbacks)
     finally:
         # The builder keeps its worker processes between batches: end them with the tuning, or one
         # was seen outliving the compile (reparented to init).
@@ -243,7 +269,7 @@ def tune(mod: Any, target: Any, tuning: TuningOptions, work_dir: Path, progress:
         if pool is not None:
             pool.shutdown()
     return {"tasks": len(tasks), "trials": total, "trials_per_task": per_task,
-            "minutes": round((time.monotonic() - started) / 60, 2),
+            "minutes": round((time.monotonic() - started) / 60, 2), "register_blocked": blocked.summary(database),
             "runner": f"rpc {tuning.rpc.key}@{tuning.rpc.tracker_host}:{tuning.rpc.tracker_port}"
             if tuning.rpc else "local"}
 
